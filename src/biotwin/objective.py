@@ -1,0 +1,127 @@
+"""The objective of calibration: a negative log-likelihood over the estimated parameters.
+
+Every calibration problem, whatever produced it (a PEtab problem, a CSV dataset with a noise
+model), becomes one :class:`Objective`. Its argument ``x`` is the vector of *estimated* parameters,
+each on its optimisation scale: for a parameter p declared on scale ``lin``, ``log`` or ``log10``,
+
+    x = p,        x = ln p,        x = log10 p.
+
+The objective is the negative log-likelihood of the measurements y_i given the model's
+predictions h_i(x) and the noise scales sigma_i(x), written as PEtab writes it, constants
+included, so that its value compares with every PEtab tool (for normal noise on the linear scale)
+
+    J(x) = sum_i [ 1/2 log(2 pi sigma_i^2) + 1/2 ((y_i - h_i) / sigma_i)^2 ].
+
+``nll``, ``residuals`` and ``predict`` are pure JAX functions of ``x``: they can be jitted,
+differentiated and vmapped. Fitting (:mod:`biotwin.fit`), profiling (:mod:`biotwin.identify`) and
+sampling (:mod:`biotwin.infer`) only ever see an :class:`Objective`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from biotwin.errors import ModelError
+
+#: The scales a parameter may be estimated on.
+SCALES = ("lin", "log", "log10")
+
+
+def to_scale(value: float | np.ndarray, scale: str) -> Any:
+    """A parameter value on its optimisation scale (``lin``, ``log`` or ``log10``)."""
+    if scale == "lin":
+        return value
+    if scale == "log":
+        return np.log(value)
+    if scale == "log10":
+        return np.log10(value)
+    raise ModelError(f"unknown parameter scale '{scale}'; use lin, log or log10")
+
+
+def from_scale(x: Any, scale: str) -> Any:
+    """A parameter value from its optimisation scale; works on NumPy and JAX arrays alike."""
+    if scale == "lin":
+        return x
+    if scale == "log":
+        return 2.718281828459045**x
+    if scale == "log10":
+        return 10.0**x
+    raise ModelError(f"unknown parameter scale '{scale}'; use lin, log or log10")
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """The measurements an objective explains, one entry per measured value, in a fixed order.
+
+    ``predict(x)`` of the objective returns the simulated values in this order; ``sigma(x)`` the
+    noise scale of each. ``experiment`` and ``observable`` name where each value belongs.
+    """
+
+    experiment: tuple[str, ...]
+    observable: tuple[str, ...]
+    time: np.ndarray
+    value: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.value.size)
+
+
+@dataclass(frozen=True, eq=False)
+class Objective:
+    """A negative log-likelihood J(x) over the estimated parameters x on their scales.
+
+    ``names``, ``scales``, ``lower``, ``upper`` and ``nominal`` describe the estimated parameters
+    (bounds and nominal values on the optimisation scale). ``nll(x)`` is J; ``residuals(x)``, when
+    given, is a vector r with J(x) = 1/2 |r|^2 + constant, for Gauss-Newton least squares;
+    ``predict(x)`` and ``sigma(x)`` give the simulated value and noise scale of every measurement
+    in ``measurements``; ``log_prior(x)``, when given, is the log prior density on the
+    optimisation scale (from the problem's parameter table). ``fixed`` holds the values of the
+    model parameters that are not estimated.
+    """
+
+    names: tuple[str, ...]
+    scales: tuple[str, ...]
+    lower: np.ndarray
+    upper: np.ndarray
+    nominal: np.ndarray
+    nll: Callable[[Any], Any]
+    measurements: Measurements
+    predict: Callable[[Any], Any]
+    sigma: Callable[[Any], Any]
+    residuals: Callable[[Any], Any] | None = None
+    log_prior: Callable[[Any], Any] | None = None
+    fixed: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        n = len(self.names)
+        if len(self.scales) != n or any(np.shape(a) != (n,) for a in (self.lower, self.upper, self.nominal)):
+            raise ModelError("an objective needs one scale, bound pair and nominal value per estimated parameter")
+        for name, scale in zip(self.names, self.scales):
+            if scale not in SCALES:
+                raise ModelError(f"parameter '{name}' has unknown scale '{scale}'; use lin, log or log10")
+
+    @property
+    def size(self) -> int:
+        return len(self.names)
+
+    def values(self, x: Sequence[float] | np.ndarray) -> dict[str, float]:
+        """The estimated parameters' values on the linear scale, by name."""
+        return {name: float(from_scale(float(v), scale)) for name, v, scale in zip(self.names, np.asarray(x), self.scales)}
+
+    def point(self, values: Mapping[str, float]) -> np.ndarray:
+        """The vector x on the optimisation scale from linear-scale values (others at nominal)."""
+        unknown = [k for k in values if k not in self.names]
+        if unknown:
+            from biotwin.model import Model
+
+            raise ModelError(Model.unknown_message("estimated parameter", unknown[0], self.names))
+        x = np.array(self.nominal, dtype=float)
+        for k, name in enumerate(self.names):
+            if name in values:
+                x[k] = to_scale(float(values[name]), self.scales[k])
+        return x
