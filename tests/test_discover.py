@@ -100,3 +100,18 @@ def test_bad_input_is_a_clear_error(tmp_path: Path):
     result = subprocess.run([sys.executable, "-m", "biotwin.cli", "discover", str(two_points)], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 2 and "experiment 'b' has 2 time point(s)" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_linear_law_is_not_mistaken_for_a_look_alike_with_fitted_inner_constants():
+    # ODEBench 9 (language death, dx/dt = 0.32 (1 - x) - 0.28 x) at 5% noise: one trajectory that
+    # quadratics, cos(0.33 x) and exp(-x) fit as well as the line. Counting the numbers fitted inside
+    # terms, pruning from each rung's leader, and taking the simplest of indistinguishable
+    # candidates recover the linear law.
+    from biotwin.bench.systems import suite
+
+    truth = next(s for s in suite("odebench") if s.name.startswith("odebench_09"))
+    data = corrupt(truth.dataset(reveal_initial=False), "noise=0.05", seed=0)
+    candidates = discover(data, seed=0)
+    assert structure_score(truth.model, candidates.model).exact, candidates.chosen.equations()
+    symbolic = [c for c in candidates.candidates if c.origin.startswith("symbolic")]
+    assert all(c.n_parameters > c.fit.n_free for c in symbolic if any(t.atoms(sympy.Float) for t in c.model.rhs))

@@ -110,10 +110,16 @@ def test_trigonometric_and_exponential_families() -> None:
     assert exprs(far) == {sympy.exp(-y), x * sympy.exp(-y), y * sympy.exp(-y)}
 
 
+def test_logarithmic_family_only_for_states_that_stay_positive() -> None:
+    # Gompertz growth, dV/dt = a V log(K/V), needs V log V; log of a state that reaches 0 is not a term.
+    lib = build_library(("x", "y"), {"x": (0.5, 4.0), "y": (0.0, 1.0)}, ("logarithmic",))
+    assert exprs(lib) == {sympy.log(x), x * sympy.log(x)}
+
+
 def test_presets_are_family_names_and_have_documented_sizes() -> None:
     assert set(PRESETS["bio"]) <= set(FAMILIES) and set(PRESETS["physics"]) <= set(FAMILIES)
     rng = np.random.default_rng(3)
-    assert len(build_library(("a", "b", "c"), rng.uniform(0.1, 5, (200, 3)), "bio")) == 160
+    assert len(build_library(("a", "b", "c"), rng.uniform(0.1, 5, (200, 3)), "bio")) == 166
     assert len(build_library(("x", "y"), rng.uniform(0.1, 5, (200, 2)), "physics")) == 40
 
 

@@ -95,6 +95,7 @@ class TrajectoryProblem:
     ``scales`` maps observables to the typical size used to weigh them (default: the standard
     deviation of the observable's measurements, or its mean absolute value when nearly constant).
     ``max_free`` is the most parameters any one fit will free (padding of the selection matrix).
+    ``max_steps`` bounds the solver steps per experiment; a solve that needs more counts as failed.
     """
 
     def __init__(
@@ -109,6 +110,7 @@ class TrajectoryProblem:
         atol: float = 1e-8,
         weights: str = "absolute",
         nonnegative: Sequence[str] = (),
+        max_steps: int = FIT_MAX_STEPS,
     ) -> None:
         import jax
         import jax.numpy as jnp
@@ -173,7 +175,7 @@ class TrajectoryProblem:
 
         theta0 = model.parameter_vector()
         self.method = method or explicit_method(rtol)
-        simulator = Simulator(model, self.method, rtol=rtol, atol=atol, max_steps=FIT_MAX_STEPS, adjoint="forward")
+        simulator = Simulator(model, self.method, rtol=rtol, atol=atol, max_steps=max_steps, adjoint="forward")
         solve_all = jax.vmap(simulator.solve, in_axes=(0, 0, 0))
         mask, data_j, weights = jnp.asarray(self._mask), jnp.asarray(self._data), jnp.asarray(self._weights)
         override_mask, override_value = jnp.asarray(self._override_mask), jnp.asarray(self._override_value)

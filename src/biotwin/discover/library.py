@@ -403,6 +403,21 @@ def _exponential(states: tuple[str, ...], ranges: Ranges, options: LibraryOption
     return tuple(terms)
 
 
+def _logarithmic(states: tuple[str, ...], ranges: Ranges, options: LibraryOptions) -> tuple[Term, ...]:
+    """log x_j and x_j log x_j for the states that stay positive on the data.
+
+    Gompertz growth, dV/dt = a V log(K/V) = (a log K) V - a V log V, is a linear term plus
+    V log V: tumour growth and ageing curves are written this way.
+    """
+    terms = []
+    for j, xj in enumerate(states):
+        if ranges[j][0] > 0:
+            x = _sym(xj)
+            terms.append(Term(sympy.log(x), "logarithmic", f"log({xj})"))
+            terms.append(Term(x * sympy.log(x), "logarithmic", f"{xj}*log({xj})"))
+    return tuple(terms)
+
+
 FAMILIES: Mapping[str, Family] = MappingProxyType(
     {
         f.name: f
@@ -416,13 +431,14 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
             Family("hill_repression", "K^n/(K^n + x_j^n)", _hill_repression),
             Family("trigonometric", "sin(w x_j), cos(w x_j)", _trigonometric),
             Family("exponential", "exp(-x_j), x_i exp(-x_j)", _exponential),
+            Family("logarithmic", "log x_j, x_j log x_j (positive states)", _logarithmic),
         )
     }
 )
 
 PRESETS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
-        "bio": ("constant", "linear", "mass_action", "michaelis_menten", "hill_activation", "hill_repression"),
+        "bio": ("constant", "linear", "mass_action", "michaelis_menten", "hill_activation", "hill_repression", "logarithmic"),
         "physics": ("constant", "polynomial", "michaelis_menten", "trigonometric", "exponential"),
     }
 )

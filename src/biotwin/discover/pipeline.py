@@ -46,7 +46,10 @@ class DiscoveryOptions:
     ``families`` is ``"auto"`` (the ladder of :data:`LADDER`) or one preset or family list used
     alone; ``symbolic`` adds a rung of Operon's terms; ``alternatives`` is how
     many supports per state besides the chosen one are refitted; ``n_bags`` the bootstrap
-    resamples for inclusion probabilities; ``criterion`` ``"aicc"`` or ``"bic"``.
+    resamples for inclusion probabilities; ``criterion`` ``"aicc"`` or ``"bic"``. When there are
+    more than ``finalists`` structures, each is first refitted for ``screen_evaluations``
+    evaluations and only the ``finalists`` best by the criterion are refitted to the end
+    (``max_evaluations``).
     """
 
     families: str | tuple[str, ...] = "auto"
@@ -58,6 +61,8 @@ class DiscoveryOptions:
     criterion: str = "bic"
     grid_points: int = 100
     max_evaluations: int = 60
+    finalists: int = 8
+    screen_evaluations: int = 12
     seed: int = 0
 
 
@@ -124,15 +129,42 @@ def discover(
             signs=hints.refit_signs(terms), skeleton=prior.known, skeleton_parameters=hints.skeleton_parameters,
             dependent=prior.dependent, nonnegative=tuple(prior.nonnegative),
         )
-        fitted = [refitter.fit(structure, start, origin) for structure, start, origin in structures]
-        best = choose(fitted, options.criterion).chosen
-        say("pruning the best candidate on the trajectories")
-        fitted += eliminate(refitter, best, options.criterion, keep=hints.kept(terms))
+        fitted = _screened(refitter, structures, options)
+        say("pruning the best candidates on the trajectories")
+        for best in _leaders(fitted, options.criterion):
+            fitted += eliminate(refitter, best, options.criterion, keep=hints.kept(terms))
         candidates = choose(fitted, options.criterion)
         say("bootstrap inclusion probabilities")
         library = dict(rungs)[candidates.chosen.origin.split(",")[0]]
         inclusion = _inclusion(library, X, dX, groups, states, options)
     return replace(candidates, inclusion=inclusion)
+
+
+def _leaders(fitted: list, criterion: str, rungs: int = 2) -> list:
+    """The best candidate of each of the ``rungs`` best rungs: pruning starts from each.
+
+    Pruning only the overall best misses a simpler truth hidden in another rung's denser fit
+    (a constant and a linear term inside a quadratic), when the best is a look-alike.
+    """
+    leaders: dict[str, Any] = {}
+    for candidate in sorted(fitted, key=lambda c: c.score(criterion)):
+        leaders.setdefault(candidate.origin.split(",")[0], candidate)
+    return list(leaders.values())[:rungs]
+
+
+def _screened(refitter: Refitter, structures: list, options: DiscoveryOptions) -> list:
+    """Every structure refitted; with many, a short refit of all, then the best ones refitted fully.
+
+    A wrong structure rarely overtakes the right one after a dozen trust-region steps, and a
+    full refit costs five times as many: on 3-state systems with 30-40 structures this saves
+    most of the discovery time.
+    """
+    if len(structures) <= options.finalists:
+        return [refitter.fit(structure, start, origin) for structure, start, origin in structures]
+    short = [refitter.fit(structure, start, origin, max_evaluations=options.screen_evaluations)
+             for structure, start, origin in structures]
+    ranked = sorted(short, key=lambda c: c.score(options.criterion))
+    return [refitter.resume(candidate) for candidate in ranked[: options.finalists]]
 
 
 def _time_windows(grids: list, windows: int = 10) -> np.ndarray:

@@ -7,7 +7,9 @@ the information criteria of that fit:
 
     AICc = n log(RSS/n) + 2p + 2p(p+1)/(n-p-1),        BIC = n log(RSS/n) + p log n,
 
-with p the number of coefficients plus estimated initial states. The candidates that no other
+with p the number of coefficients plus estimated initial states plus the numbers fitted inside
+terms (a symbolic-regression constant, a searched Michaelis constant): a term that brings its own
+fitted constant pays for it, so cos(0.33 x) does not pass for as simple as x. The candidates that no other
 beats in both complexity and trajectory error form the Pareto front; the one with the lowest
 criterion is chosen.
 
@@ -26,8 +28,13 @@ import numpy as np
 import sympy
 
 from biotwin.data import Dataset
-from biotwin.fit import Fit, TrajectoryProblem
+from biotwin.fit import Fit, TrajectoryProblem, information_criterion
 from biotwin.model import Model, Parameter
+
+#: Solver steps a candidate may take per experiment. The systems discovery meets need a few hundred
+#: at most over their data; a wrong structure that oscillates fast or nearly blows up would take
+#: thousands on every evaluation, and most of the refit time with it.
+CANDIDATE_MAX_STEPS = 1024
 
 #: A structure: for each state, the library-model terms it uses (indices into a term list).
 Structure = tuple[tuple[int, ...], ...]
@@ -42,22 +49,28 @@ class Candidate:
     structure: Structure
     origin: str
     complexity: int
+    inner_constants: int = 0
 
     @property
     def n_terms(self) -> int:
         return sum(len(terms) for terms in self.structure)
 
     @property
+    def n_parameters(self) -> int:
+        """Estimated quantities: coefficients, initial states and the numbers fitted inside terms."""
+        return self.fit.n_free + self.inner_constants
+
+    @property
     def aicc(self) -> float:
-        return self.fit.aicc
+        return self.score("aicc")
 
     @property
     def bic(self) -> float:
-        return self.fit.bic
+        return self.score("bic")
 
     def score(self, criterion: str = "aicc") -> float:
-        """The information criterion the choice minimises: ``"bic"`` or ``"aicc"``."""
-        return self.fit.bic if criterion == "bic" else self.fit.aicc
+        """The information criterion the choice minimises, ``"bic"`` or ``"aicc"``, over :attr:`n_parameters`."""
+        return information_criterion(self.fit.rss, self.fit.n_data, self.n_parameters, criterion)
 
     @property
     def error(self) -> float:
@@ -158,17 +171,31 @@ class Refitter:
         library_model = Model(states, tuple(rhs), parameters=tuple(coefficients) + self.skeleton_parameters,
                               observables=self.observed)
         self.problem = TrajectoryProblem(library_model, dataset, max_free=max_terms + len(self.skeleton_parameters),
-                                         weights=weights, nonnegative=nonnegative)
+                                         weights=weights, nonnegative=nonnegative, max_steps=CANDIDATE_MAX_STEPS)
 
-    def fit(self, structure: Structure, start: Mapping[tuple[int, int], float], origin: str) -> Candidate:
+    def fit(self, structure: Structure, start: Mapping[tuple[int, int], float], origin: str, *,
+            max_evaluations: int | None = None) -> Candidate:
         """Refit one structure; every coefficient outside it stays at zero."""
         members = [(k, j) for k, terms_k in enumerate(structure) for j in terms_k]
-        free = [self.names[key] for key in members] + [p.name for p in self.skeleton_parameters]
         begin = {self.names[key]: _clip(start[key], self.signs.get(key, 0)) for key in members if key in start}
-        result = self.problem.fit(free, start=begin, max_evaluations=self.max_evaluations)
+        return self._fit(structure, begin, origin, max_evaluations or self.max_evaluations)
+
+    def resume(self, candidate: Candidate, max_evaluations: int | None = None) -> Candidate:
+        """Go on refitting a candidate from where an earlier (shorter) fit of it stopped."""
+        begin = {name: float(candidate.fit.parameters[name]) for name in candidate.fit.free}
+        initial = np.array([[candidate.fit.initial[e.name][s] for s in self.states] for e in self.problem.dataset])
+        return self._fit(candidate.structure, begin, candidate.origin, max_evaluations or self.max_evaluations, initial)
+
+    def _fit(self, structure: Structure, begin: Mapping[str, float], origin: str, max_evaluations: int,
+             initial: np.ndarray | None = None) -> Candidate:
+        members = [(k, j) for k, terms_k in enumerate(structure) for j in terms_k]
+        free = [self.names[key] for key in members] + [p.name for p in self.skeleton_parameters]
+        result = self.problem.fit(free, start=begin, initial=initial, max_evaluations=max_evaluations)
         model = _candidate_model(result, structure, self.names, self.states, self.terms, self.observed,
                                  self.skeleton, self.skeleton_parameters, self.dependent)
-        return Candidate(model, result, structure, origin, _complexity(model))
+        used = {j for terms_k in structure for j in terms_k}
+        inner = sum(len(self.terms[j].atoms(sympy.Float)) for j in used)
+        return Candidate(model, result, structure, origin, _complexity(model), inner)
 
 
 def refit(
@@ -193,10 +220,17 @@ def refit(
     return choose(candidates, criterion), refitter
 
 
+#: Criterion differences below this do not tell two candidates apart ("not worth more than a bare
+#: mention", Kass & Raftery 1995); among such near-ties the least complex is chosen.
+INDISTINGUISHABLE = 2.0
+
+
 def choose(candidates: Sequence[Candidate], criterion: str = "aicc") -> Candidates:
-    """The candidates with the one of lowest ``criterion`` chosen."""
-    scores = [c.score(criterion) for c in candidates]
-    return Candidates(tuple(candidates), int(np.argmin(scores)), criterion)
+    """The candidates with one chosen: the least complex of those within :data:`INDISTINGUISHABLE` of the lowest ``criterion``."""
+    scores = np.array([c.score(criterion) for c in candidates])
+    near = np.flatnonzero(scores <= scores.min() + INDISTINGUISHABLE)
+    chosen = min(near, key=lambda i: (candidates[i].complexity, scores[i]))
+    return Candidates(tuple(candidates), int(chosen), criterion)
 
 
 def eliminate(
