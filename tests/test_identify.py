@@ -21,10 +21,10 @@ from biotwin.identify import (
     THRESHOLD,
     Profiles,
     profile,
-    rich_progress,
     threshold,
 )
 from biotwin.likelihood import dataset_objective
+from biotwin.progress import rich_progress
 from biotwin.model import Model
 from biotwin.objective import Objective
 from biotwin.report.profiles import plot_profiles

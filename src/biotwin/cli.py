@@ -322,6 +322,107 @@ def discover(
         sys.stdout.write(json.dumps(discovery_record(candidates), default=float) + "\n")
 
 
+# ---------------------------------------------------------------------- calibration
+Target = Annotated[Path, typer.Argument(help="A PEtab problem (.yaml), a twin folder, or a model file given with DATA.")]
+DataFile = Annotated[Path | None, typer.Argument(help="Measurements (CSV) for a model file.")]
+Noise = Annotated[str, typer.Option(help="Noise model of CSV data: normal, lognormal or proportional (sigma estimated).")]
+Output = Annotated[Path | None, typer.Option("--output", "-o", help="Folder for the results (default: the twin folder given).")]
+Starts = Annotated[int, typer.Option(help="Multi-start: local fits from this many points spread over the bounds.")]
+Seed = Annotated[int, typer.Option(help="Seed of the start points and of the sampler.")]
+Processes = Annotated[int, typer.Option(help="Worker processes for the starts (each compiles the model once).")]
+
+
+def _calibrated(target: Path, data: Path | None, noise: str, output: Path | None, starts: int, seed: int,
+                processes: int, reuse: bool) -> tuple[Any, Any, Any, Path | None]:
+    """The problem, its objective, its best point (from fit.json when ``reuse`` and present, else a multi-start fit) and the output folder."""
+    from biotwin.fit import multistart
+    from biotwin.io.results import load_best_fit, save_fit
+    from biotwin.problem import problem as named
+    from biotwin.progress import rich_progress
+    from biotwin.report.plots import plot_waterfall
+
+    problem = named(target, data, noise=noise)
+    folder = output if output is not None else (target if target.is_dir() else None)
+    with errors.status(f"compiling {problem.name}…"):
+        objective = problem.objective()
+    best = load_best_fit(folder, objective, problem) if reuse and folder is not None else None
+    if best is not None:
+        errors.print(f"starting from the fit in {folder / 'fit.json'}")
+        return problem, objective, best, folder
+    with rich_progress(errors, f"multi-start fit ({starts} starts)") as progress:
+        calibration = multistart(objective, starts=starts, seed=seed, processes=processes,
+                                 rebuild=problem.objective if processes > 1 else None, progress=progress)
+    table = Table(title=f"{problem.name}: maximum-likelihood fit",
+                  caption=f"best NLL {calibration.best_nll:.6g}; {calibration.converged} of {len(calibration.starts)} "
+                          f"starts reached it; {calibration.seconds:.1f} s ({calibration.compile_seconds:.1f} s compiling)")
+    for column in ("parameter", "scale", "value"):
+        table.add_column(column, justify="left" if column != "value" else "right")
+    for row in calibration.summary():
+        table.add_row(row["parameter"], row["scale"], f"{row['value']:.6g}")
+    console.print(table)
+    if folder is not None:
+        save_fit(folder, problem, calibration)
+        plot_waterfall(calibration, folder / "waterfall.png", title=None)
+        errors.print(f"wrote {folder / 'fit.json'} and {folder / 'waterfall.png'}")
+    return problem, objective, calibration.best_x, folder
+
+
+@app.command()
+@user_errors
+def fit(target: Target, data: DataFile = None, noise: Noise = "normal", starts: Starts = 20, seed: Seed = 0,
+        processes: Processes = 1, output: Output = None) -> None:
+    """Calibrate a model on whole trajectories by multi-start maximum likelihood.
+
+    Works on a PEtab problem (its own observables, noise and parameter table; the NLL is PEtab's,
+    so it compares with AMICI and pyPESTO), on a twin folder, or on a model file with a CSV.
+    Prints the best parameters and how many starts reached them; writes fit.json and the
+    waterfall plot.
+    """
+    _calibrated(target, data, noise, output, starts, seed, processes, reuse=False)
+
+
+@app.command()
+@user_errors
+def profile(
+    target: Target, data: DataFile = None, noise: Noise = "normal",
+    parameter: Annotated[list[str], typer.Option("--parameter", "-p", help="Profile only this parameter (repeatable).")] = [],  # noqa: B006
+    confidence: Annotated[float, typer.Option(help="Confidence level of the likelihood-ratio intervals.")] = 0.95,
+    starts: Starts = 20, seed: Seed = 0, processes: Processes = 1, output: Output = None,
+) -> None:
+    """Profile likelihoods: a confidence interval and an identifiability verdict per parameter.
+
+    Starts from fit.json in the output folder when it belongs to the same problem, else fits first.
+    """
+    import math
+
+    from biotwin.identify import profile as run
+    from biotwin.io.results import save_profiles
+    from biotwin.objective import from_scale
+    from biotwin.progress import rich_progress
+    from biotwin.report.profiles import plot_profiles
+
+    problem, objective, best, folder = _calibrated(target, data, noise, output, starts, seed, processes, reuse=True)
+    with rich_progress(errors, "profile likelihood") as progress:
+        profiles = run(objective, best, parameters=parameter or None, confidence=confidence, progress=progress)
+    table = Table(title=f"{problem.name}: profile likelihood, {100 * confidence:g} % intervals",
+                  caption=f"Fisher information rank {profiles.fisher_rank} of {objective.size}")
+    for column in ("parameter", "estimate", "lower", "upper", "verdict"):
+        table.add_column(column, justify="left" if column in ("parameter", "verdict") else "right")
+    for p in profiles:
+        low, high = p.interval
+        value = float(from_scale(p.optimum, p.scale))
+        table.add_row(p.name, f"{value:.4g}", "open" if math.isinf(p.lower) else f"{low:.4g}",
+                      "open" if math.isinf(p.upper) else f"{high:.4g}", p.verdict)
+    console.print(table)
+    if profiles.improved:
+        errors.print(f"[yellow]warning:[/] a profile reached NLL {profiles.better_nll:.6g} below the fit's "
+                     f"{profiles.best_nll:.6g}: fit again with more starts", highlight=False)
+    if folder is not None:
+        save_profiles(folder, profiles)
+        plot_profiles(profiles, folder / "profiles.png", title=problem.name)
+        errors.print(f"wrote {folder / 'profiles.json'} and {folder / 'profiles.png'}")
+
+
 # ---------------------------------------------------------------------- biotwin bench ...
 def _numbers(text: str, option: str) -> list[float]:
     try:

@@ -457,8 +457,8 @@ def multistart(
     Jacobians, or L-BFGS-B on J and its gradient), compiled once. With ``processes`` > 1 the
     starts are shared among that many worker processes; each builds its own objective by calling
     ``rebuild()`` (a picklable function, e.g. ``functools.partial(load_objective, path)``), as
-    compiled JAX programs do not cross processes. ``progress(done, total)`` is called after
-    every start.
+    compiled JAX programs do not cross processes. ``progress(done, total, label)`` is called
+    after every start (see :mod:`biotwin.progress`).
     """
     import time
 
@@ -469,7 +469,7 @@ def multistart(
     if points.shape[1] != objective.size:
         raise ModelError(f"starts have {points.shape[1]} entries but the objective estimates {objective.size} parameters")
     total = points.shape[0]
-    report = progress or (lambda done, total: None)
+    report = progress or (lambda done, total, label: None)
     if processes > 1 and total > 1:
         if rebuild is None:
             raise ModelError("a multi-start fit in several processes needs rebuild=, a picklable function that builds the objective")
@@ -482,7 +482,7 @@ def multistart(
         results = []
         for k, x0 in enumerate(points):
             results.append(_local(engine, x0, max_evaluations))
-            report(k + 1, total)
+            report(k + 1, total, f"start {k + 1}")
     ordered = tuple(sorted(results, key=lambda s: (not math.isfinite(s.nll), s.nll)))
     return Calibration(tuple(objective.names), tuple(objective.scales), ordered, time.perf_counter() - began, compile_seconds)
 
@@ -533,5 +533,5 @@ def _in_processes(rebuild: Any, points: np.ndarray, max_evaluations: int, proces
             start, seconds = future.result()
             results.append(start)
             compile_seconds = max(compile_seconds, seconds)
-            report(done, len(points))
+            report(done, len(points), f"start {done}")
     return results, compile_seconds

@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +66,7 @@ import numpy as np
 from biotwin.errors import ModelError
 from biotwin.objective import Objective, from_scale
 from biotwin.optimise import Minimiser, minimiser
+from biotwin.progress import Progress
 
 #: The verdicts, from best to worst determined.
 IDENTIFIABLE = "identifiable"
@@ -87,7 +87,6 @@ PINNED_FRACTION = 1e-3
 #: Eigenvalues of the scaled Fisher information below this fraction of the largest count as zero.
 RANK_TOLERANCE = 1e-10
 
-Progress = Callable[[int, int, str], None]
 
 
 def _frozen(values: Any, dtype: type = float) -> np.ndarray:
@@ -282,21 +281,6 @@ def profile(
         confidence=confidence, threshold=delta, fisher_rank=fisher_rank(hessian),
         better_x=better, better_nll=tracer.best_nll if better is not None else None,
     )
-
-
-@contextmanager
-def rich_progress(console: Any = None, description: str = "profile likelihood") -> Iterator[Progress]:
-    """A Rich progress bar over parameters; yields the ``progress`` callable for :func:`profile`."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
-
-    with Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-             console=console) as bar:
-        task = bar.add_task(description, total=None)
-
-        def report(done: int, total: int, name: str) -> None:
-            bar.update(task, completed=done, total=total, description=f"{description}: {name}")
-
-        yield report
 
 
 def fisher_rank(hessian: np.ndarray) -> int:

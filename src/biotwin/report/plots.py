@@ -11,6 +11,25 @@ from biotwin.data import Dataset
 from biotwin.simulate import Solution
 
 
+def save_figure(figure, path: str | Path, dpi: int = 130) -> Path:
+    """Write a matplotlib figure to ``path`` (PNG or SVG by its suffix) through a temporary file, and close it.
+
+    A failure while drawing or writing leaves nothing half-written at ``path``.
+    """
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        figure.savefig(temporary, dpi=dpi)
+        temporary.replace(path)
+    finally:
+        plt.close(figure)
+        temporary.unlink(missing_ok=True)
+    return path
+
+
 def plot_fit(
     curves: Mapping[str, Solution], path: str | Path, dataset: Dataset | None = None, *, title: str | None = None
 ) -> Path:
@@ -51,12 +70,33 @@ def plot_fit(
     if title and n > 1:
         figure.suptitle(title)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        figure.savefig(temporary, dpi=130)
-        temporary.replace(path)
-    finally:
-        plt.close(figure)
-        temporary.unlink(missing_ok=True)
-    return path
+    return save_figure(figure, path)
+
+
+def plot_waterfall(calibration, path: str | Path, *, title: str | None = None) -> Path:
+    """The waterfall of a multi-start fit: each start's final NLL, best first, minus the best.
+
+    Flat steps are local optima reached by several starts; the first step's width is the number
+    of starts that converged to the best fit. Failed starts (infinite NLL) are marked at the top.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = calibration.waterfall - calibration.best_nll
+    finite = np.isfinite(values)
+    figure, axis = plt.subplots(figsize=(6.0, 3.8))
+    ranks = np.arange(1, values.size + 1)
+    shown = np.where(finite, values, np.nan) + 1e-3  # a log axis: 1e-3 marks "at the best"
+    axis.semilogy(ranks, shown, "o-", markersize=4)
+    if not finite.all():
+        top = np.nanmax(shown) * 3 if finite.any() else 1.0
+        axis.plot(ranks[~finite], np.full((~finite).sum(), top), "x", color="C3", label="failed")
+        axis.legend(frameon=False, fontsize=8)
+    axis.axhline(0.1 + 1e-3, color="0.5", linestyle="--", linewidth=1)
+    axis.set_xlabel("start (sorted by final NLL)")
+    axis.set_ylabel("NLL - best NLL (+0.001)")
+    axis.set_title(title or f"{calibration.converged} of {values.size} starts reached the best fit")
+    figure.tight_layout()
+    return save_figure(figure, path)

@@ -28,6 +28,7 @@ def plot_profiles(profiles: Profiles, path: str | Path, *, title: str | None = N
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     from biotwin.objective import from_scale
+    from biotwin.report.plots import save_figure
 
     path = Path(path)
     n = max(len(profiles), 1)
@@ -75,12 +76,4 @@ def plot_profiles(profiles: Profiles, path: str | Path, *, title: str | None = N
     if heading:
         figure.suptitle(heading, fontsize=10)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        figure.savefig(temporary, dpi=130)
-        temporary.replace(path)
-    finally:
-        plt.close(figure)
-        temporary.unlink(missing_ok=True)
-    return path
+    return save_figure(figure, path)

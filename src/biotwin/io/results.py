@@ -1,0 +1,89 @@
+"""Calibration results in a twin folder: ``fit.json`` and ``profiles.json``, with their figures.
+
+``fit.json`` holds the problem it belongs to, the estimated parameters (names, scales, the best
+point on the optimisation scale and the values on the linear scale), the best negative
+log-likelihood and the waterfall of every start, so that ``biotwin profile`` and ``biotwin
+infer`` can start from it without fitting again. Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from biotwin.errors import DataError
+from biotwin.io.files import atomic_write_text
+
+FIT_FILE = "fit.json"
+PROFILES_FILE = "profiles.json"
+
+
+def _numbers(values: Any) -> list[float | None]:
+    """JSON numbers, with null for a non-finite value (JSON has no inf)."""
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, dtype=float)]
+
+
+def save_fit(folder: str | Path, problem: Any, calibration: Any) -> Path:
+    """Write ``fit.json`` for a multi-start :class:`~biotwin.fit.Calibration` of ``problem``."""
+    path = Path(folder) / FIT_FILE
+    record = {
+        "problem": problem.name,
+        "source": str(problem.petab or problem.model_file),
+        "noise": None if problem.petab else problem.noise,
+        "names": list(calibration.names),
+        "scales": list(calibration.scales),
+        "best_x": _numbers(calibration.best_x),
+        "parameters": calibration.parameters,
+        "nll": calibration.best_nll,
+        "starts": len(calibration.starts),
+        "converged": calibration.converged,
+        "waterfall": _numbers(calibration.waterfall),
+        "seconds": calibration.seconds,
+        "compile_seconds": calibration.compile_seconds,
+    }
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def load_best_fit(folder: str | Path, objective: Any, problem: Any) -> np.ndarray | None:
+    """The best point of ``fit.json`` in ``folder`` when it belongs to this problem and objective, else None."""
+    path = Path(folder) / FIT_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}); delete it and fit again") from None
+    same = (record.get("problem") == problem.name and record.get("names") == list(objective.names)
+            and record.get("noise") == (None if problem.petab else problem.noise))
+    if not same or any(v is None for v in record.get("best_x", [None])):
+        return None
+    return np.array(record["best_x"], dtype=float)
+
+
+def save_profiles(folder: str | Path, profiles: Any) -> Path:
+    """Write ``profiles.json``: per parameter the verdict, the interval, the Wald interval and the profile points."""
+    path = Path(folder) / PROFILES_FILE
+    record = {
+        "confidence": profiles.confidence,
+        "threshold": profiles.threshold,
+        "best_nll": profiles.best_nll,
+        "fisher_rank": profiles.fisher_rank,
+        "improved": bool(profiles.improved),
+        "parameters": {
+            p.name: {
+                "verdict": p.verdict,
+                "interval": _numbers(p.interval),
+                "wald": _numbers(p.wald),
+                "ends": list(p.ends),
+                "x": _numbers(p.x),
+                "nll": _numbers(p.nll),
+            }
+            for p in profiles
+        },
+    }
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+    return path
