@@ -155,7 +155,7 @@ def test_progress_bar_reports_each_parameter(logistic):
     profile(objective, best, parameters=["sigma_N"], progress=lambda *call: calls.append(call))
     assert calls == [(1, 1, "sigma_N")]
     stream = io.StringIO()
-    with rich_progress(Console(file=stream, width=80, force_terminal=False)) as report:
+    with rich_progress(Console(file=stream, width=80, force_terminal=False), "profile likelihood") as report:
         profile(objective, best, parameters=["sigma_N", "r"], progress=report)
     assert "profile likelihood: r" in stream.getvalue() and "2/2" in stream.getvalue()
 
