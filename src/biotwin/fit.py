@@ -30,7 +30,8 @@ import numpy as np
 from biotwin.data import Dataset
 from biotwin.errors import DataError, ModelError
 from biotwin.model import Model
-from biotwin.simulate import Plan, Simulator, explicit_method, plan_for_experiment
+from biotwin.likelihood import given_initial_values, stacked_plans
+from biotwin.simulate import Plan, Simulator, explicit_method
 
 #: Residual given to a measurement whose prediction is not finite (the solve failed): large, but
 #: finite, so the optimiser backs away instead of stopping.
@@ -135,14 +136,10 @@ class TrajectoryProblem:
         names = model.parameter_names
 
         # Data, padded to common shapes so all experiments solve in one batch.
-        n_segments = max(plan_for_experiment(model, e).jumps.shape[0] for e in dataset)
         n_times = max(e.times.size for e in dataset)
-        plans, values, observed = [], [], []
+        values = []
         columns = [dataset.observables.index(o) for o in self.observables]
         for experiment in dataset:
-            plan = plan_for_experiment(model, experiment, n_segments=n_segments)
-            pad = n_times - experiment.times.size
-            plans.append(plan._replace(save_times=np.concatenate([plan.save_times, np.full(pad, plan.save_times[-1])])))
             block = np.full((n_times, len(columns)), np.nan)
             block[: experiment.times.size] = experiment.values[:, columns]
             values.append(block)
@@ -161,7 +158,7 @@ class TrajectoryProblem:
         else:
             raise DataError(f"weights must be 'absolute' or 'relative', got {weights!r}")
         self.weights = weights
-        self._plans = Plan(*(np.stack(parts) for parts in zip(*plans)))
+        self._plans = stacked_plans(model, dataset)
         self._observable_index = np.array([model.observable_names.index(o) for o in self.observables])
 
         # Per-experiment parameter overrides: theta_e = where(mask, value, theta).
@@ -230,20 +227,8 @@ class TrajectoryProblem:
         for experiment in self.dataset:
             theta = dict(zip(names, self._theta0))
             theta.update({k: v for k, v in experiment.overrides.items() if k in names})
-            row = []
-            for state in self.model.states:
-                if state in experiment.overrides:
-                    row.append(experiment.overrides[state])
-                elif state in self.model.initial:
-                    row.append(self.model.initial_value(state, theta))
-                elif state in experiment.observables:
-                    times, values = experiment.observed(state)
-                    if times.size == 0:
-                        raise ModelError(f"no initial value for '{state}' in experiment '{experiment.name}' and no measurement of it")
-                    row.append(float(values[0]))
-                else:
-                    raise ModelError(f"no initial value for the hidden state '{state}' in experiment '{experiment.name}'")
-            guesses.append(row)
+            given = given_initial_values(self.model, experiment)
+            guesses.append([given[s] if s in given else self.model.initial_value(s, theta) for s in self.model.states])
         return np.array(guesses)
 
     def fit(
