@@ -201,7 +201,17 @@ class Simulator:
         self.stiff = method in ("kvaerno5", "kencarp4")
         self.rtol, self.atol = rtol, atol
         self.max_steps = max_steps or (STIFF_MAX_STEPS if self.stiff else EXPLICIT_MAX_STEPS)
-        self._solver = solvers[method]()
+        if self.stiff:
+            import optimistix
+
+            # Full Newton on the stage equations, to the step tolerances: diffrax's default chord
+            # iteration rejected about half the steps on stiff PEtab problems (Elowitz: 4374
+            # steps, 2228 rejected, against 502 with Newton; solves 6-7x faster on Boehm).
+            # Tighter Newton tolerances failed to converge on a linear problem with rate 1e6.
+            newton = optimistix.Newton(rtol=rtol, atol=atol)
+            self._solver = solvers[method](root_finder=newton)
+        else:
+            self._solver = solvers[method]()
         self._adjoint = diffrax.ForwardMode() if adjoint == "forward" else diffrax.RecursiveCheckpointAdjoint()
         self._compiled = model.compiled
         self._batched: dict[tuple[Any, ...], Any] = {}
