@@ -11,7 +11,8 @@ from biotwin.bench.corrupt import corrupt
 from biotwin.bench.systems import Design, System
 from biotwin.data import Bolus, Dataset, Experiment
 from biotwin.errors import DataError, ModelError
-from biotwin.fit import TrajectoryProblem, fit, information_criterion
+from biotwin.fit import TrajectoryProblem, information_criterion
+from biotwin.fit import fit_trajectories as fit
 from biotwin.model import Model
 
 TRUTH = Model.from_text("dx/dt = a*x - b*x*y\ndy/dt = -c*y + d*x*y\na=1\nb=0.1\nc=1.5\nd=0.075")

@@ -26,6 +26,15 @@ _EXPORTS = {
     "simulate_dataset": "biotwin.simulate",
     "read_csv": "biotwin.io.csv",
     "agreement": "biotwin.compare",
+    "fit": "biotwin.fit",
+    "multistart": "biotwin.fit",
+    "Calibration": "biotwin.fit",
+    "profile": "biotwin.identify",
+    "Profiles": "biotwin.identify",
+    "Objective": "biotwin.objective",
+    "dataset_objective": "biotwin.likelihood",
+    "load_petab": "biotwin.io.petab",
+    "read_sbml": "biotwin.io.sbml",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -34,6 +43,12 @@ if TYPE_CHECKING:
     from biotwin.compare import agreement
     from biotwin.data import Bolus, Dataset, Experiment, Input
     from biotwin.errors import BiotwinError, DataError, ModelError, SolverError
+    from biotwin.fit import Calibration, fit, multistart
+    from biotwin.identify import Profiles, profile
+    from biotwin.io.petab import load_petab
+    from biotwin.io.sbml import read_sbml
+    from biotwin.likelihood import dataset_objective
+    from biotwin.objective import Objective
     from biotwin.io.csv import read_csv
     from biotwin.model import Model, Observable, Parameter
     from biotwin.simulate import Solution, simulate, simulate_dataset

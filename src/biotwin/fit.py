@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from biotwin._callable import callable_module
 from biotwin.data import Dataset
 from biotwin.errors import DataError, ModelError
 from biotwin.model import Model
@@ -324,7 +325,7 @@ class TrajectoryProblem:
         )
 
 
-def fit(
+def fit_trajectories(
     model: Model,
     dataset: Dataset,
     *,
@@ -333,10 +334,52 @@ def fit(
     start: Mapping[str, float] | None = None,
     max_evaluations: int = 200,
 ) -> Fit:
-    """Fit ``free`` parameters (default: all) and, optionally, each experiment's initial state."""
+    """Weighted least squares on the trajectories of ``free`` parameters (default: all) and, optionally, each experiment's initial state."""
     names = tuple(free) if free is not None else model.parameter_names
     problem = TrajectoryProblem(model, dataset, max_free=len(names))
     return problem.fit(names, start=start, estimate_initial=estimate_initial, max_evaluations=max_evaluations)
+
+
+def fit(
+    target: Any,
+    dataset: Dataset | None = None,
+    *,
+    noise: str = "normal",
+    starts: int | np.ndarray = 20,
+    seed: int = 0,
+    processes: int = 1,
+    progress: Any = None,
+) -> Calibration:
+    """Maximum-likelihood calibration by multi-start: ``biotwin.fit(model, dataset)`` or ``biotwin.fit(objective)``.
+
+    ``target`` is a :class:`~biotwin.model.Model` (with ``dataset`` and a ``noise`` model, whose
+    scales are estimated; see :func:`biotwin.likelihood.dataset_objective`), an
+    :class:`~biotwin.objective.Objective` (e.g. ``load_petab(path).objective()``), or a
+    :class:`~biotwin.problem.Problem`, which alone can use several ``processes``. See
+    :func:`multistart` for the starts and the result.
+    """
+    from biotwin.objective import Objective
+    from biotwin.problem import Problem
+
+    rebuild = None
+    if isinstance(target, Problem):
+        objective, rebuild = target.objective(), target.objective
+    elif isinstance(target, Objective):
+        objective = target
+    elif isinstance(target, Model):
+        if dataset is None:
+            raise DataError("fitting a model needs a dataset: biotwin.fit(model, dataset)")
+        from biotwin.likelihood import dataset_objective
+
+        objective = dataset_objective(target, dataset, noise=noise)
+    else:
+        raise ModelError(f"cannot fit a {type(target).__name__}; give a Model and a Dataset, an Objective or a Problem")
+    if processes > 1 and rebuild is None:
+        raise ModelError("fitting in several processes needs a Problem (files the workers can read): use biotwin.problem.problem(...)")
+    return multistart(objective, starts=starts, seed=seed, processes=processes, rebuild=rebuild, progress=progress)
+
+
+callable_module(__name__, "fit")
 
 
 # ---------------------------------------------------------------------- multi-start calibration
