@@ -32,7 +32,8 @@ so that every iteration of one compiled loop takes one leapfrog step in every ch
 potential and its gradient appear once in the program, evaluated on all chains in one batch,
 and no chain waits for another's longer trajectory. The Newton probes and the chains' first
 points run through the same compiled call, so the model's sensitivity solve is compiled once.
-Randomness comes from a counter-based generator (SplitMix64 of chain, iteration and use),
+The compiled program is kept with the objective, so sampling it again (another seed, more
+starts of the same number) compiles nothing. Randomness comes from a counter-based generator (SplitMix64 of chain, iteration and use),
 which keeps the program small. The gradient is taken in *forward mode* when the objective
 allows it (few parameters: carrying n tangents through one solve beats a reverse pass through
 a checkpointed solve), else in reverse mode.
@@ -54,6 +55,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -84,6 +86,11 @@ DEFAULT_PRIOR_WIDTH = 10.0
 BOUND_MARGIN = 1e-6
 #: Leapfrog steps per chain between two progress reports.
 PROGRESS_ITERATIONS = 256
+
+
+#: Compiled samplers by objective and settings (shapes and constants of the program), kept while
+#: the objective lives: sampling the same objective again, e.g. with another seed, compiles nothing.
+_COMPILED: weakref.WeakKeyDictionary[Objective, dict[tuple[Any, ...], tuple[Any, bool]]] = weakref.WeakKeyDictionary()
 
 
 class ConvergenceWarning(UserWarning):
@@ -265,7 +272,8 @@ class Posterior:
     whole run (every chain takes one leapfrog step per iteration).
 
     ``modes`` (k, n) are the posterior modes the chains started from (optimisation scale, best
-    first). Times, in seconds: ``wall_time`` the whole call, of which ``compile_time`` compiling,
+    first). Times, in seconds: ``wall_time`` the whole call, of which ``compile_time`` compiling
+    (next to nothing when the same objective was sampled with the same settings before),
     ``mode_time`` finding the modes and ``sampling_time`` warm-up and draws. ``gradient`` says
     whether derivatives were taken in ``"forward"`` or ``"reverse"`` mode.
     """
@@ -303,7 +311,7 @@ class Posterior:
     @property
     def samples(self) -> dict[str, np.ndarray]:
         """Draws on the linear scale, (chains, draws) per parameter."""
-        return {name: np.asarray(from_scale(self.x[..., k], scale)) for k, (name, scale) in enumerate(zip(self.names, self.scales))}
+        return _linear(self.x, self.names, self.scales)
 
     @property
     def max_rhat(self) -> float:
@@ -338,6 +346,11 @@ class Posterior:
                 "median": float(median), "upper": float(high), "rhat": self.rhat[name], "ess_bulk": self.ess_bulk[name],
             })
         return rows
+
+
+def _linear(x: np.ndarray, names: Sequence[str], scales: Sequence[str]) -> dict[str, np.ndarray]:
+    """Draws (..., n) on the optimisation scale as linear-scale arrays by name."""
+    return {name: np.asarray(from_scale(x[..., k], scale)) for k, (name, scale) in enumerate(zip(names, scales))}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -559,8 +572,8 @@ def _modes(probe: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarra
     left downhill), shortened to a trust radius in the infinity norm that doubles after a step
     that lowers U and shrinks fourfold after one that does not (or fails to solve). A start
     stops when the Newton decrement g^T |H|^{-1} g / 2 is below :data:`NEWTON_TOLERANCE`, so a
-    start that is already a best fit costs one probe. A start where U is not finite keeps an
-    infinite value.
+    start at its mode costs one probe set and a best fit one or two. A start where U is not
+    finite keeps an infinite value.
     """
     z = np.array(z, dtype=float)
     values, gradients, hessians = probe(z)
@@ -685,12 +698,14 @@ class _Record(NamedTuple):
 
 
 class _Carry(NamedTuple):
+    """The compiled loop's whole state: iteration count, chains, kept draws, probe results, first points."""
+
     iteration: Any
     chains: _Chain
     record: _Record
-    probe_pe: Any          # (rounds, chains) and (rounds, chains, n): Laplace probes
+    probe_pe: Any          # (rounds, chains) and (rounds, chains, n): -log p and gradient at the probes
     probe_g: Any
-    candidates: Any        # (chains, n) first points, and the starts to fall back to
+    candidates: Any        # (chains, n) first points, and the modes to fall back to
     fallback_z: Any
     fallback_pe: Any
     fallback_g: Any
@@ -721,7 +736,8 @@ def _uniforms(stream: Any, iteration: Any, count: int) -> Any:
     """
     import jax.numpy as jnp
 
-    counter = stream + (jnp.asarray(iteration).astype(jnp.uint64) * np.uint64(256) + jnp.arange(count, dtype=jnp.uint64)) * np.uint64(_GOLDEN)
+    index = jnp.asarray(iteration).astype(jnp.uint64) * np.uint64(256) + jnp.arange(count, dtype=jnp.uint64)
+    counter = stream + index * np.uint64(_GOLDEN)
     z = (counter ^ (counter >> np.uint64(30))) * np.uint64(_MIX1)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(_MIX2)
     z = z ^ (z >> np.uint64(31))
@@ -869,7 +885,7 @@ def _sampler(value_and_gradient: Callable[[Any], Any], transform: Transform, n: 
 
     def first(chain: _Chain, iteration: Any, z: Any, pe: Any, g: Any, fallback_z: Any, fallback_pe: Any,
               fallback_g: Any) -> _Chain:
-        """The chain's first point: the Laplace draw if the model solves there, else the best fit."""
+        """The chain's first point: the Laplace draw if the model solves there, else the mode."""
         usable = jnp.isfinite(pe) & jnp.all(jnp.isfinite(g))
         z, pe, g = select(usable, (z, pe, g), (fallback_z, fallback_pe, fallback_g))
         return begin(chain, z, pe, g, _uniforms(chain.stream, iteration, 2 * pairs + 1))
@@ -936,7 +952,7 @@ def infer(
     vector): best fits, e.g. from :func:`biotwin.fit.multistart`, or any points where the model
     can be solved, such as draws from the prior. Each is first moved to the nearest mode of the
     posterior by damped Newton steps (a best fit is at or next to one, and costs a single
-    evaluation of the Laplace probes); the modes are ranked by density, those more than
+    or two evaluations of the Laplace probes); the modes are ranked by density, those more than
     :data:`MODE_GAP` below the best are dropped, and chain c belongs to the c-th best of the
     rest, cyclically. Its mass matrix is the Laplace covariance at that mode and its first point
     a draw from the Laplace approximation (or the mode itself where the model cannot be solved
@@ -976,15 +992,17 @@ def infer(
         return np.concatenate([flat, np.repeat(flat[-1:], rounds * chains - len(flat), axis=0)]).reshape(rounds, chains, n)
 
     compile_began = time.perf_counter()
-    forward = True
-    try:
-        compiled = _compile(potential, transform, forward, n, warmup, samples, target_accept, max_tree_depth, rounds,
-                            carry, probe_points(z_starts))
-    except TypeError:
-        # An ODE adjoint that supports only reverse mode (a custom VJP) cannot carry tangents.
-        forward = False
-        compiled = _compile(potential, transform, forward, n, warmup, samples, target_accept, max_tree_depth, rounds,
-                            carry, probe_points(z_starts))
+    settings = (chains, warmup, samples, target_accept, max_tree_depth, rounds)
+    cache = _COMPILED.setdefault(objective, {})
+    if settings not in cache:
+        try:
+            cache[settings] = (_compile(potential, transform, True, n, warmup, samples, target_accept, max_tree_depth,
+                                        rounds, carry, probe_points(z_starts)), True)
+        except TypeError:
+            # An ODE adjoint that supports only reverse mode (a custom VJP) cannot carry tangents.
+            cache[settings] = (_compile(potential, transform, False, n, warmup, samples, target_accept, max_tree_depth,
+                                        rounds, carry, probe_points(z_starts)), False)
+    compiled, forward = cache[settings]
     compile_time = time.perf_counter() - compile_began
 
     def probe(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1043,7 +1061,7 @@ def infer(
     record = _Record(*(np.asarray(part) for part in carry.record))
     sampling_time = time.perf_counter() - sampling_began
     x = record.x
-    samples_linear = {name: np.asarray(from_scale(x[..., k], scale)) for k, (name, scale) in enumerate(zip(objective.names, objective.scales))}
+    samples_linear = _linear(x, objective.names, objective.scales)
     rhats = MappingProxyType({name: rhat(values) for name, values in samples_linear.items()})
     ess = MappingProxyType({name: ess_bulk(values) for name, values in samples_linear.items()})
     divergences = int(np.sum(record.diverging))
