@@ -451,7 +451,7 @@ def bench_list(suite: Annotated[str, typer.Option(help="odebench or bio.")] = "b
 def bench_run(
     suite: Annotated[str, typer.Option(help="Suite: odebench or bio.")] = "odebench",
     method: Annotated[list[str], typer.Option("--method", "-m", help="Method (repeatable): pysindy, pysindy-cv, operon.")] = ["pysindy"],  # noqa: B006
-    noise: Annotated[str, typer.Option(help="Multiplicative noise levels sigma, comma-separated.")] = "0",
+    noise: Annotated[str | None, typer.Option(help="Multiplicative noise levels sigma, comma-separated (default 0, or none with --corrupt).")] = None,
     subsample: Annotated[str, typer.Option(help="Fractions rho of points dropped, comma-separated.")] = "0",
     corrupt: Annotated[list[str], typer.Option("--corrupt", help="Further corruption spec (repeatable), e.g. 'lognormal=0.1,hide=x'.")] = [],  # noqa: B006
     seeds: Annotated[str, typer.Option(help="Seeds, comma-separated.")] = "0",
@@ -467,9 +467,11 @@ def bench_run(
     from biotwin.bench.runner import grid, sweep
     from biotwin.bench.store import ResultStore
 
+    # --corrupt alone runs only those corruptions; --noise/--subsample add their grid to them.
+    levels = [] if noise is None and corrupt and subsample == "0" else _numbers(noise or "0", "--noise")
     corruptions = [
         ",".join(p for p in (f"noise={s:g}" if s else "", f"subsample={r:g}" if r else "") if p) or "clean"
-        for s in _numbers(noise, "--noise") for r in _numbers(subsample, "--subsample")
+        for s in levels for r in _numbers(subsample, "--subsample")
     ] + list(corrupt)
     cells = grid(suite, system, corruptions, method, [int(v) for v in _numbers(seeds, "--seeds")])
     with ResultStore(db) as store:
