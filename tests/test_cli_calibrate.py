@@ -1,4 +1,4 @@
-"""``biotwin fit`` and ``biotwin profile`` through a real subprocess: results in the folder, reuse, errors."""
+"""``biotwin fit``, ``profile`` and ``infer`` through a real subprocess: results in the folder, reuse, errors."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def logistic_files(folder: Path) -> tuple[Path, Path]:
     return model, data
 
 
-def test_fit_then_profile_write_the_results_and_profile_reuses_the_fit(tmp_path: Path):
+def test_fit_profile_infer_write_their_results_and_reuse_the_fit(tmp_path: Path):
     model, data = logistic_files(tmp_path)
     out = tmp_path / "twin"
     fitted = run("fit", str(model), str(data), "--noise", "lognormal", "--starts", "6", "-o", str(out))
@@ -44,6 +44,16 @@ def test_fit_then_profile_write_the_results_and_profile_reuses_the_fit(tmp_path:
     low, high = intervals["r"]["interval"]
     assert intervals["r"]["verdict"] == "identifiable" and low < 0.8 < high and high - low < 0.2
     assert (out / "profiles.png").stat().st_size > 5000
+
+    sampled = run("infer", str(model), str(data), "--noise", "lognormal", "--warmup", "100", "--samples", "200",
+                  "-o", str(out))
+    assert sampled.returncode == 0, sampled.stderr
+    draws = pd.read_parquet(out / "posterior.parquet")
+    assert len(draws) == 4 * 200 and {"chain", "draw", "r", "K", "sigma_x", "log_density"} <= set(draws.columns)
+    summary = json.loads((out / "posterior.json").read_text())
+    assert summary["max_rhat"] < 1.05 and summary["divergences"] == 0
+    assert abs(draws["r"].mean() - 0.8) < 0.05 and "inside their 90 % predictive band" in sampled.stderr
+    assert (out / "posterior.png").stat().st_size > 5000 and (out / "predictive.png").stat().st_size > 5000
 
 
 def test_calibration_commands_reject_bad_requests_in_one_line(tmp_path: Path):

@@ -423,6 +423,51 @@ def profile(
         errors.print(f"wrote {folder / 'profiles.json'} and {folder / 'profiles.png'}")
 
 
+@app.command()
+@user_errors
+def infer(
+    target: Target, data: DataFile = None, noise: Noise = "normal",
+    chains: Annotated[int, typer.Option(help="NUTS chains, started from the best fits.")] = 4,
+    warmup: Annotated[int, typer.Option(help="Warm-up draws per chain (step-size adaptation).")] = 200,
+    samples: Annotated[int, typer.Option(help="Draws kept per chain.")] = 1000,
+    starts: Starts = 20, seed: Seed = 0, processes: Processes = 1, output: Output = None,
+) -> None:
+    """Bayesian posterior by NUTS: chains from the best fits, R-hat, ESS, divergences, predictive bands.
+
+    Starts from fit.json in the output folder when it belongs to the same problem, else fits
+    first; the chains start at the best fit's posterior mode, with the Laplace covariance there
+    as their mass matrix. Writes posterior.parquet, posterior.json and the plots.
+    """
+    from biotwin.infer import infer as run
+    from biotwin.io.results import save_posterior
+    from biotwin.progress import rich_progress
+    from biotwin.report.posterior import plot_posterior, plot_predictive
+
+    problem, objective, best, folder = _calibrated(target, data, noise, output, starts, seed, processes, reuse=True)
+    with rich_progress(errors, f"NUTS, {chains} chains") as progress:
+        posterior = run(objective, best, chains=chains, warmup=warmup, samples=samples, seed=seed,
+                        progress=lambda done, total: progress(done, total, f"draw {done} of {total}"))
+    table = Table(title=f"{problem.name}: posterior ({posterior.chains} chains x {posterior.draws} draws)",
+                  caption=f"{posterior.divergences} divergences; min bulk ESS {posterior.min_ess:.0f} "
+                          f"({posterior.ess_per_second:.1f}/s); {posterior.wall_time:.1f} s")
+    for column in ("parameter", "mean", "5 %", "median", "95 %", "R-hat", "ESS"):
+        table.add_column(column, justify="left" if column == "parameter" else "right")
+    for row in posterior.summary(level=0.9):
+        rhat = f"{row['rhat']:.3f}"
+        table.add_row(str(row["name"]), f"{row['mean']:.4g}", f"{row['lower']:.4g}", f"{row['median']:.4g}",
+                      f"{row['upper']:.4g}", rhat if row["rhat"] <= 1.01 else f"[red]{rhat}[/]", f"{row['ess_bulk']:.0f}")
+    console.print(table)
+    for warning in posterior.warnings:
+        errors.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    if folder is not None:
+        written = [*save_posterior(folder, posterior), plot_posterior(posterior, folder / "posterior.png", title=problem.name)]
+        if problem.petab is None:  # PEtab observables carry their own transformations; bands only for CSV noise models
+            bands = posterior.predictive(objective, noise=problem.noise, seed=seed)
+            written.append(plot_predictive(bands, folder / "predictive.png", title=f"{problem.name}: 90 % predictive bands"))
+            errors.print(f"{100 * bands.coverage:.0f} % of the measurements lie inside their 90 % predictive band")
+        errors.print("wrote " + ", ".join(str(p) for p in written))
+
+
 # ---------------------------------------------------------------------- biotwin bench ...
 def _numbers(text: str, option: str) -> list[float]:
     try:

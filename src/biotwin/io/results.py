@@ -87,3 +87,36 @@ def save_profiles(folder: str | Path, profiles: Any) -> Path:
     }
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
     return path
+
+
+POSTERIOR_FILE = "posterior.parquet"
+POSTERIOR_SUMMARY_FILE = "posterior.json"
+
+
+def save_posterior(folder: str | Path, posterior: Any) -> tuple[Path, Path]:
+    """Write ``posterior.parquet`` (one row per draw: chain, draw, each parameter on the linear scale,
+    log density) and ``posterior.json`` (summary and diagnostics: R-hat, bulk ESS, divergences, warnings)."""
+    import pandas as pd
+
+    folder = Path(folder)
+    chains, draws = posterior.x.shape[:2]
+    frame = pd.DataFrame({"chain": np.repeat(np.arange(chains), draws), "draw": np.tile(np.arange(draws), chains)})
+    for name, values in posterior.samples.items():
+        frame[name] = np.asarray(values).reshape(-1)
+    frame["log_density"] = np.asarray(posterior.log_density).reshape(-1)
+    table_path = folder / POSTERIOR_FILE
+    folder.mkdir(parents=True, exist_ok=True)
+    temporary = table_path.with_name(f".{table_path.name}.tmp")
+    try:
+        frame.to_parquet(temporary, index=False)
+        temporary.replace(table_path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    record = {
+        "chains": chains, "draws": draws, "warmup": posterior.warmup, "divergences": posterior.divergences,
+        "max_rhat": posterior.max_rhat, "min_ess_bulk": posterior.min_ess, "ess_per_second": posterior.ess_per_second,
+        "wall_time": posterior.wall_time, "warnings": list(posterior.warnings), "summary": posterior.summary(),
+    }
+    summary_path = folder / POSTERIOR_SUMMARY_FILE
+    atomic_write_text(summary_path, json.dumps(record, indent=2) + "\n")
+    return table_path, summary_path
