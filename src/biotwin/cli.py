@@ -463,7 +463,7 @@ def infer(
         written = [*save_posterior(folder, posterior), plot_posterior(posterior, folder / "posterior.png", title=problem.name)]
         if problem.petab is None:  # PEtab observables carry their own transformations; bands only for CSV noise models
             bands = posterior.predictive(objective, noise=problem.noise, seed=seed)
-            written.append(plot_predictive(bands, folder / "predictive.png", title=f"{problem.name}: 90 % predictive bands"))
+            written.append(plot_predictive(bands, folder / "predictive.png", title=problem.name))
             errors.print(f"{100 * bands.coverage:.0f} % of the measurements lie inside their 90 % predictive band")
         errors.print("wrote " + ", ".join(str(p) for p in written))
 
