@@ -241,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     console = Console()
     if not console.is_terminal:
-        console = Console(width=max(console.width, 160))
+        console = Console(width=max(console.width, 190))
     info = Table(title="Machine", show_header=False)
     info.add_column(style="bold")
     info.add_column()
@@ -265,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     base_cpu_rate = baseline["ess"] / baseline["cpu"]
     table = Table(title="Lynx-hare, Lotka-Volterra with log-normal noise: 8 unknowns, 42 measurements, "
                         f"rtol={RTOL:g}, atol={ATOL:g}")
-    for column in ("contender", "chains x draws", "wall s", "min bulk ESS", "ESS/s", "max R-hat", "divergences",
+    for column in ("contender", "chains x draws", "wall s", "min bulk ESS", "ESS/s", "max R-hat", "diverg.",
                    *RATES, "ESS/s ratio", "CPU s", "ESS/CPU-s ratio"):
         table.add_column(column, justify="left" if column == "contender" else "right")
 
@@ -282,13 +282,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return row(name, f"{posterior.chains} x {posterior.draws}", wall, cpu, posterior.min_ess, posterior.max_rhat,
                    posterior.divergences, means)
 
-    row("numpyro NUTS from the prior median", baseline["draws"], baseline["wall"], baseline["cpu"], baseline["ess"],
+    row("numpyro NUTS, prior median", baseline["draws"], baseline["wall"], baseline["cpu"], baseline["ess"],
         baseline["rhat"], baseline["divergences"], baseline["means"])
     ours = direct["posterior"]
-    sampler_ratio = posterior_row(f"biotwin infer from {args.starts} prior draws", ours, direct["infer"], direct["infer_cpu"])
-    direct_ratio = posterior_row("  + building the objective", ours, direct["total"], direct["cpu"])
-    fitted_ratio = posterior_row(f"biotwin objective + multistart ({args.starts}) + infer", fitted["posterior"],
-                                 fitted["total"], fitted["cpu"])
+    sampler_ratio = posterior_row(f"biotwin infer ({args.starts} prior draws)", ours, direct["infer"], direct["infer_cpu"])
+    direct_ratio = posterior_row("  the same + objective", ours, direct["total"], direct["cpu"])
+    fitted_ratio = posterior_row("biotwin objective+multistart+infer", fitted["posterior"], fitted["total"], fitted["cpu"])
     table.add_row("Stan (Carpenter 2018)", "", "", "", "", "", "", *(f"{STAN[k]:.4g}" for k in RATES), "", "", "")
     console.print(table)
 
