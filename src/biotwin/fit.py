@@ -31,12 +31,9 @@ from biotwin._callable import callable_module
 from biotwin.data import Dataset
 from biotwin.errors import DataError, ModelError
 from biotwin.model import Model
-from biotwin.likelihood import given_initial_values, stacked_plans
+from biotwin.likelihood import FAILED_RESIDUAL, given_initial_values, stacked_plans
 from biotwin.simulate import Plan, Simulator, explicit_method
 
-#: Residual given to a measurement whose prediction is not finite (the solve failed): large, but
-#: finite, so the optimiser backs away instead of stopping.
-FAILED_RESIDUAL = 1e3
 FIT_MAX_STEPS = 4096
 #: Largest Jacobian entry handed to the optimiser.
 JACOBIAN_LIMIT = 1e10
@@ -386,17 +383,26 @@ callable_module(__name__, "fit")
 #: A start has converged when its NLL is within this of the best start's: well inside the 1.92 of
 #: a 95 % likelihood-ratio interval, well above the optimiser's tolerance.
 CONVERGED_WITHIN = 0.1
+#: Two starts whose NLLs differ by less than this reached the same optimum (the local optimiser
+#: stops on NLL changes of 1e-6).
+SAME_OPTIMUM = 1e-3
 
 
 @dataclass(frozen=True)
 class Start:
-    """One local optimisation of a multi-start: where it began, where it ended, at what cost."""
+    """One local optimisation of a multi-start: where it began, where it ended, at what cost.
+
+    ``index`` is its place among the start points; ``seconds`` its own wall time; ``finished``
+    the wall time from the beginning of the multi-start (compilation included) to its end.
+    """
 
     x0: np.ndarray
     x: np.ndarray
     nll: float
     evaluations: int
     seconds: float
+    index: int = 0
+    finished: float = math.nan
 
 
 @dataclass(frozen=True, eq=False)
@@ -442,6 +448,13 @@ class Calibration:
     def converged(self) -> int:
         return int(np.sum(self.waterfall <= self.best_nll + CONVERGED_WITHIN))
 
+    @property
+    def seconds_to_best(self) -> float:
+        """Wall time from the beginning until the first start that reached the best NLL (within
+        :data:`SAME_OPTIMUM`) finished, compilation included."""
+        reached = [s.finished for s in self.starts if s.nll <= self.best_nll + SAME_OPTIMUM]
+        return min(reached) if reached and math.isfinite(self.best_nll) else math.inf
+
     def summary(self) -> list[dict[str, Any]]:
         """One row per estimated parameter: name, scale, best value (linear scale)."""
         return [{"parameter": n, "scale": s, "value": v} for (n, v), s in zip(self.parameters.items(), self.scales)]
@@ -481,12 +494,14 @@ def multistart(
 
     ``starts`` is a number of points drawn by :func:`start_points` or an array of them
     (starts x parameters, optimisation scale). Each start runs the bounded local optimiser of
-    :mod:`biotwin.optimise` (Gauss-Newton trust region on the residuals with exact forward-mode
-    Jacobians, or L-BFGS-B on J and its gradient), compiled once. With ``processes`` > 1 the
-    starts are shared among that many worker processes; each builds its own objective by calling
-    ``rebuild()`` (a picklable function, e.g. ``functools.partial(load_objective, path)``), as
-    compiled JAX programs do not cross processes. ``progress(done, total, label)`` is called
-    after every start (see :mod:`biotwin.progress`).
+    :mod:`biotwin.optimise` (fides' trust region with the Gauss-Newton Hessian of exact
+    forward-mode residual Jacobians, or BFGS on J's exact gradient), compiled once, for at most
+    ``max_evaluations`` evaluations; a start where J is not finite (the solve fails there) ends
+    at once with NLL +inf. With ``processes`` > 1 the starts are shared among that many worker
+    processes; each builds its own objective by calling ``rebuild()`` (a picklable function,
+    e.g. ``functools.partial(load_objective, path)``), as compiled JAX programs do not cross
+    processes. ``progress(done, total, label)`` is called after every start (see
+    :mod:`biotwin.progress`).
     """
     import time
 
@@ -501,27 +516,29 @@ def multistart(
     if processes > 1 and total > 1:
         if rebuild is None:
             raise ModelError("a multi-start fit in several processes needs rebuild=, a picklable function that builds the objective")
-        results, compile_seconds = _in_processes(rebuild, points, max_evaluations, processes, report)
+        results, compile_seconds = _in_processes(rebuild, points, max_evaluations, processes, report, began)
     else:
         compiling = time.perf_counter()
         engine = minimiser(objective)
-        engine.value(points[0])  # compiles J
+        engine.value(points[0])  # compiles J, r and J_r
         compile_seconds = time.perf_counter() - compiling
         results = []
         for k, x0 in enumerate(points):
-            results.append(_local(engine, x0, max_evaluations))
+            results.append(_local(engine, x0, max_evaluations, k, began))
             report(k + 1, total, f"start {k + 1}")
-    ordered = tuple(sorted(results, key=lambda s: (not math.isfinite(s.nll), s.nll)))
+    ordered = tuple(sorted(results, key=lambda s: (not math.isfinite(s.nll), s.nll, s.index)))
     return Calibration(tuple(objective.names), tuple(objective.scales), ordered, time.perf_counter() - began, compile_seconds)
 
 
-def _local(engine: Any, x0: np.ndarray, max_evaluations: int) -> Start:
+def _local(engine: Any, x0: np.ndarray, max_evaluations: int, index: int, began: float) -> Start:
+    """One local optimisation from x0; ``began`` is the multi-start's clock (perf_counter) origin."""
     import time
 
-    began, before = time.perf_counter(), engine.evaluations
+    started, before = time.perf_counter(), engine.evaluations
     x, value = engine.minimise(np.arange(x0.size), np.asarray(x0, float), max_evaluations)
+    now = time.perf_counter()
     return Start(np.asarray(x0, float), np.asarray(x, float), float(value), engine.evaluations - before,
-                 time.perf_counter() - began)
+                 now - started, index, now - began)
 
 
 _WORKER: dict[str, Any] = {}
@@ -540,26 +557,30 @@ def _worker_start(rebuild: Any) -> None:
     _WORKER.update(objective=objective, engine=engine, compile_seconds=time.perf_counter() - began)
 
 
-def _worker_run(x0: np.ndarray, max_evaluations: int) -> tuple[Start, float]:
-    return _local(_WORKER["engine"], x0, max_evaluations), _WORKER["compile_seconds"]
+def _worker_run(x0: np.ndarray, max_evaluations: int, index: int) -> tuple[Start, float]:
+    return _local(_WORKER["engine"], x0, max_evaluations, index, math.nan), _WORKER["compile_seconds"]
 
 
-def _in_processes(rebuild: Any, points: np.ndarray, max_evaluations: int, processes: int, report: Any) -> tuple[list[Start], float]:
+def _in_processes(rebuild: Any, points: np.ndarray, max_evaluations: int, processes: int, report: Any,
+                  began: float) -> tuple[list[Start], float]:
     """Run the starts in ``processes`` spawned workers (JAX must not be forked once initialised).
 
-    Returns the starts and the longest time a worker took to build and compile its objective.
+    Returns the starts, each with its finishing time on this process's clock, and the longest
+    time a worker took to build and compile its objective.
     """
+    import dataclasses
     import multiprocessing
+    import time
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     context = multiprocessing.get_context("spawn")
     results, compile_seconds = [], 0.0
     with ProcessPoolExecutor(max_workers=min(processes, len(points)), mp_context=context,
                              initializer=_worker_start, initargs=(rebuild,)) as pool:
-        futures = [pool.submit(_worker_run, x0, max_evaluations) for x0 in points]
+        futures = [pool.submit(_worker_run, x0, max_evaluations, k) for k, x0 in enumerate(points)]
         for done, future in enumerate(as_completed(futures), start=1):
             start, seconds = future.result()
-            results.append(start)
+            results.append(dataclasses.replace(start, finished=time.perf_counter() - began))
             compile_seconds = max(compile_seconds, seconds)
             report(done, len(points), f"start {done}")
     return results, compile_seconds

@@ -74,6 +74,9 @@ PROPORTIONAL_FLOOR = 1e-8
 #: Smallest noise scale assumed by the sigma residuals when no bound on sigma is known.
 DEFAULT_SIGMA_FLOOR = 1e-30
 DEFAULT_MAX_STEPS = 100_000
+#: Residual of every measurement when the solve fails (the NLL is +inf there): large, but finite,
+#: so that a least-squares optimiser backs away instead of stopping.
+FAILED_RESIDUAL = 1e3
 
 
 # ---------------------------------------------------------------------- the compiled core
@@ -247,7 +250,9 @@ def compile_objective(spec: LikelihoodSpec) -> Objective:
         return jnp.where(ok, total_constant + jnp.sum(terms), jnp.inf)
 
     def residuals(x: Any) -> Any:
-        r, sigma, _ = standardised(x)
+        r, sigma, ok = standardised(x)
+        # A failed solve is the worst fit, not a perfect one: a least-squares step backs away from it.
+        r = jnp.where(ok, r, FAILED_RESIDUAL)
         sigma_part = jnp.sqrt(jnp.maximum(2.0 * jnp.log(sigma[varies_index] / sigma_floor[varies_index]), 0.0))
         return jnp.concatenate([r, sigma_part])
 
