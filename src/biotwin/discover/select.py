@@ -130,7 +130,8 @@ class Refitter:
     constrains coefficient (state, term) to be >= 0 (+1) or <= 0 (-1). ``skeleton`` gives known
     right-hand-side parts from prior knowledge, added to those states; their parameters
     (``skeleton_parameters``, with starting values and bounds) are fitted in every candidate.
-    ``max_terms`` is the most terms any structure refitted later will have.
+    ``max_terms`` is the most terms any structure refitted later will have; ``used`` (default:
+    all) the indices of the terms the structures refitted later draw from.
     """
 
     def __init__(
@@ -148,10 +149,14 @@ class Refitter:
         weights: str = "absolute",
         dependent: Mapping[str, Mapping[str, float]] | None = None,
         nonnegative: Sequence[str] = (),
+        used: Sequence[int] | None = None,
     ) -> None:
         from biotwin.model import Observable
 
         self.states, self.terms = states, list(terms)
+        # Only the terms some structure uses enter the compiled model: every solver step evaluates
+        # (and differentiates) all of them, so a smaller library model is a faster one.
+        used = sorted(set(range(len(self.terms)) if used is None else used))
         self.signs = dict(signs or {})
         self.skeleton = dict(skeleton or {})
         self.skeleton_parameters = tuple(skeleton_parameters)
@@ -159,7 +164,7 @@ class Refitter:
         self.dependent = {k: dict(v) for k, v in (dependent or {}).items()}
         # A state fixed by a conservation law has no coefficients of its own.
         own = [k for k, state in enumerate(states) if state not in self.dependent]
-        self.names = {(k, j): f"c{k}_{j}" for k in own for j in range(len(self.terms))}
+        self.names = {(k, j): f"c{k}_{j}" for k in own for j in used}
         coefficients = [Parameter(self.names[key], 0.0, *_sign_bounds(self.signs.get(key, 0))) for key in self.names]
         rhs = []
         for k, state in enumerate(states):
