@@ -74,3 +74,34 @@ def test_bad_multistart_requests_are_clear_errors():
         multistart(objective, starts=4, processes=2)
     with pytest.raises(ModelError, match="at least one start"):
         start_points(objective, 0)
+
+
+def test_starts_stop_on_a_negligible_nll_change_and_record_when_they_finished(calibrated):
+    _, result = calibrated
+    # Each start stops once an accepted step changes the NLL by < 1e-6, instead of creeping to
+    # the evaluation budget (1000).
+    assert max(s.evaluations for s in result.starts) < 100, [s.evaluations for s in result.starts]
+    assert sorted(s.index for s in result.starts) == list(range(12))
+    finished = [s.finished for s in sorted(result.starts, key=lambda s: s.index)]
+    assert np.all(np.diff(finished) > 0) and finished[-1] <= result.seconds
+    assert result.compile_seconds < result.seconds_to_best <= result.seconds
+
+
+def test_a_start_where_the_solve_fails_ends_at_once():
+    """x' = r x^2 blows up at t = 1/(r x0): from r = 10 the solve fails before t = 0.1."""
+    times = np.linspace(0, 4, 9)
+    measured = 1 / (1 - 0.2 * times) * np.exp(0.02 * np.random.default_rng(0).standard_normal(times.size))
+    data = Dataset.from_arrays(times, measured[:, None], ["x"])
+    model = Model.from_text("dx/dt = r*x*x\nx(0) = 1\nr in [0.01, 10] log = 0.1")
+    objective = dataset_objective(model, data, noise="lognormal", sigma=0.02)
+    starts = np.array([objective.point({"r": 10.0}), objective.point({"r": 0.05})])
+    result = multistart(objective, starts=starts)
+    failed = next(s for s in result.starts if s.index == 0)
+    assert failed.nll == np.inf and failed.evaluations == 1
+    assert result.best.index == 1 and result.parameters["r"] == pytest.approx(0.2, rel=0.05)
+
+
+def test_a_time_limit_stops_starting_new_starts(calibrated):
+    objective, _ = calibrated
+    result = multistart(objective, starts=6, seed=3, time_limit=0.0)
+    assert len(result.starts) == 1 and result.starts[0].index == 0

@@ -489,6 +489,7 @@ def multistart(
     processes: int = 1,
     rebuild: Any = None,
     progress: Any = None,
+    time_limit: float | None = None,
 ) -> Calibration:
     """Minimise the objective's negative log-likelihood J(x) from many starts; the best is the fit.
 
@@ -501,13 +502,16 @@ def multistart(
     processes; each builds its own objective by calling ``rebuild()`` (a picklable function,
     e.g. ``functools.partial(load_objective, path)``), as compiled JAX programs do not cross
     processes. ``progress(done, total, label)`` is called after every start (see
-    :mod:`biotwin.progress`).
+    :mod:`biotwin.progress`). With ``time_limit`` (seconds from the call, compilation included)
+    no start but the first begins after the limit and a running one stops at it; the starts that
+    never began are left out of the result.
     """
     import time
 
     from biotwin.optimise import minimiser
 
     began = time.perf_counter()
+    deadline = time.time() + (time_limit if time_limit is not None else math.inf)  # wall clock: shared with workers
     points = start_points(objective, int(starts), seed) if np.ndim(starts) == 0 else np.atleast_2d(np.asarray(starts, float))
     if points.shape[1] != objective.size:
         raise ModelError(f"starts have {points.shape[1]} entries but the objective estimates {objective.size} parameters")
@@ -516,7 +520,7 @@ def multistart(
     if processes > 1 and total > 1:
         if rebuild is None:
             raise ModelError("a multi-start fit in several processes needs rebuild=, a picklable function that builds the objective")
-        results, compile_seconds = _in_processes(rebuild, points, max_evaluations, processes, report, began)
+        results, compile_seconds = _in_processes(rebuild, points, max_evaluations, processes, report, began, deadline)
     else:
         compiling = time.perf_counter()
         engine = minimiser(objective)
@@ -524,18 +528,21 @@ def multistart(
         compile_seconds = time.perf_counter() - compiling
         results = []
         for k, x0 in enumerate(points):
-            results.append(_local(engine, x0, max_evaluations, k, began))
+            if k > 0 and time.time() >= deadline:
+                break
+            results.append(_local(engine, x0, max_evaluations, k, began, deadline))
             report(k + 1, total, f"start {k + 1}")
     ordered = tuple(sorted(results, key=lambda s: (not math.isfinite(s.nll), s.nll, s.index)))
     return Calibration(tuple(objective.names), tuple(objective.scales), ordered, time.perf_counter() - began, compile_seconds)
 
 
-def _local(engine: Any, x0: np.ndarray, max_evaluations: int, index: int, began: float) -> Start:
-    """One local optimisation from x0; ``began`` is the multi-start's clock (perf_counter) origin."""
+def _local(engine: Any, x0: np.ndarray, max_evaluations: int, index: int, began: float, deadline: float) -> Start:
+    """One local optimisation from x0; ``began`` is the multi-start's clock (perf_counter) origin,
+    ``deadline`` the wall-clock (time.time) instant at which it stops."""
     import time
 
     started, before = time.perf_counter(), engine.evaluations
-    x, value = engine.minimise(np.arange(x0.size), np.asarray(x0, float), max_evaluations)
+    x, value = engine.minimise(np.arange(x0.size), np.asarray(x0, float), max_evaluations, deadline - time.time())
     now = time.perf_counter()
     return Start(np.asarray(x0, float), np.asarray(x, float), float(value), engine.evaluations - before,
                  now - started, index, now - began)
@@ -557,12 +564,17 @@ def _worker_start(rebuild: Any) -> None:
     _WORKER.update(objective=objective, engine=engine, compile_seconds=time.perf_counter() - began)
 
 
-def _worker_run(x0: np.ndarray, max_evaluations: int, index: int) -> tuple[Start, float]:
-    return _local(_WORKER["engine"], x0, max_evaluations, index, math.nan), _WORKER["compile_seconds"]
+def _worker_run(x0: np.ndarray, max_evaluations: int, index: int, deadline: float) -> tuple[Start | None, float]:
+    """One start in a worker; None when the deadline passed before it began (the first start always runs)."""
+    import time
+
+    if index > 0 and time.time() >= deadline:
+        return None, _WORKER["compile_seconds"]
+    return _local(_WORKER["engine"], x0, max_evaluations, index, math.nan, deadline), _WORKER["compile_seconds"]
 
 
 def _in_processes(rebuild: Any, points: np.ndarray, max_evaluations: int, processes: int, report: Any,
-                  began: float) -> tuple[list[Start], float]:
+                  began: float, deadline: float) -> tuple[list[Start], float]:
     """Run the starts in ``processes`` spawned workers (JAX must not be forked once initialised).
 
     Returns the starts, each with its finishing time on this process's clock, and the longest
@@ -577,10 +589,11 @@ def _in_processes(rebuild: Any, points: np.ndarray, max_evaluations: int, proces
     results, compile_seconds = [], 0.0
     with ProcessPoolExecutor(max_workers=min(processes, len(points)), mp_context=context,
                              initializer=_worker_start, initargs=(rebuild,)) as pool:
-        futures = [pool.submit(_worker_run, x0, max_evaluations, k) for k, x0 in enumerate(points)]
+        futures = [pool.submit(_worker_run, x0, max_evaluations, k, deadline) for k, x0 in enumerate(points)]
         for done, future in enumerate(as_completed(futures), start=1):
             start, seconds = future.result()
-            results.append(dataclasses.replace(start, finished=time.perf_counter() - began))
+            if start is not None:
+                results.append(dataclasses.replace(start, finished=time.perf_counter() - began))
             compile_seconds = max(compile_seconds, seconds)
             report(done, len(points), f"start {done}")
     return results, compile_seconds

@@ -1,11 +1,26 @@
 """Local minimisation of a negative log-likelihood, compiled once per objective.
 
 For an :class:`~biotwin.objective.Objective` J(x), :class:`Minimiser` minimises J over any subset
-of the entries of x within the bounds (the others held), from any start:
+of the entries of x within the bounds (the others held), from any start, by the interior
+trust-region Newton method of fides (Fröhlich & Sorger 2022, the optimiser pyPESTO recommends
+for ODE models): each iteration minimises the quadratic model
 
-* with residuals (J = 1/2 |r|^2 + const): SciPy's trust-region reflective least squares with
-  the exact Jacobian of r by forward-mode JAX derivatives (Gauss-Newton steps);
-* without: L-BFGS-B on J and its exact gradient.
+    m(s) = J(x) + g^T s + 1/2 s^T H s
+
+over a trust region scaled by the distance to the bounds (Coleman-Li), and reflects steps that
+would leave the box.
+
+* With residuals (J = 1/2 |r|^2 + const): g = J_r^T r is exact and H = J_r^T J_r is the
+  Gauss-Newton Hessian, both from the residuals' exact Jacobian J_r by forward-mode JAX
+  derivatives. One compiled program returns J, r and J_r, so each trial point costs one
+  forward-sensitivity solve.
+* Without: g is J's exact gradient and H the BFGS approximation built from the gradients.
+
+A start stops when an accepted step changes J by less than :data:`NLL_TOLERANCE` (absolute;
+:data:`NLL_RELATIVE_TOLERANCE` relative), or |g| < :data:`GRADIENT_TOLERANCE`: far below what the
+data can resolve (a 95 % likelihood-ratio interval is 1.92 wide), so no evaluation is spent
+polishing digits no one can use. A trial point where J is not finite (a failed or blown-up
+solve) is a rejected step: the trust region shrinks. A start where J is not finite stops at once.
 
 Which entries are free is an index array (data), so a multi-start fit (:mod:`biotwin.fit`) and
 every profile of :mod:`biotwin.identify` share one compilation.
@@ -13,12 +28,25 @@ every profile of :mod:`biotwin.identify` share one compilation.
 
 from __future__ import annotations
 
+import logging
 import math
 import weakref
 
 import numpy as np
 
 from biotwin.objective import Objective
+
+#: A start has converged when an accepted step changes the NLL by less than this (absolute)...
+NLL_TOLERANCE = 1e-6
+#: ... plus this times |NLL|.
+NLL_RELATIVE_TOLERANCE = 1e-9
+#: ... or when the gradient's norm is below this.
+GRADIENT_TOLERANCE = 1e-6
+
+
+def _silent(record: logging.LogRecord) -> bool:
+    """Drops JAX's traceback of a solver error raised inside a callback: the evaluation counts it as a failed solve."""
+    return False
 
 
 _MINIMISERS: weakref.WeakKeyDictionary[Objective, Minimiser] = weakref.WeakKeyDictionary()
@@ -34,8 +62,9 @@ def minimiser(objective: Objective) -> Minimiser:
 class Minimiser:
     """J, its derivatives and bounded local minimisation over any subset of x, compiled once per objective.
 
-    J itself is always evaluated by the objective's ``nll`` (a failed solve is +inf there), the
-    optimiser's steps by the residuals and their forward-mode Jacobian, or by J's gradient.
+    J is always the objective's ``nll`` (+inf where a solve fails: the residuals alone cannot
+    show a failure, as they are zero there); with residuals it is evaluated in the same compiled
+    program as r and J_r.
     """
 
     def __init__(self, objective: Objective) -> None:
@@ -44,38 +73,59 @@ class Minimiser:
         from biotwin import _jax  # noqa: F401
 
         # No reference to the objective itself: the minimiser is cached under it, weakly.
-        self._residual_function = objective.residuals
         self.lower = np.asarray(objective.lower, dtype=float)
         self.upper = np.asarray(objective.upper, dtype=float)
         self.evaluations = 0
         self.least_squares = objective.residuals is not None
-        self._nll = jax.jit(objective.nll)
+        nll, residuals = objective.nll, objective.residuals
+        self._nll = jax.jit(nll)  # compiled only once a trial point fails (see minimise)
         if self.least_squares:
-            self._residuals = jax.jit(objective.residuals)
-            self._jacobian = jax.jit(jax.jacfwd(objective.residuals))
+
+            def with_residuals(x):  # r, and (r, J) as auxiliary outputs of the same solve
+                r = residuals(x)
+                return r, (r, nll(x))
+
+            self._evaluate = jax.jit(jax.jacfwd(with_residuals, has_aux=True))
         else:
-            self._value_and_grad = jax.jit(jax.value_and_grad(objective.nll))
+            self._evaluate = jax.jit(jax.value_and_grad(nll))
+
+    def evaluate(self, x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray | None]:
+        """J(x), its gradient and, with residuals, the Gauss-Newton Hessian J_r^T J_r.
+
+        J is +inf (gradient and Hessian NaN) where the solve fails, also where the solver
+        raises instead of reporting the failure.
+        """
+        n = x.size
+        value, out = self._call(self._evaluate, x, (lambda o: o[1][1]) if self.least_squares else (lambda o: o[0]))
+        if not math.isfinite(value):
+            return math.inf, np.full(n, np.nan), np.full((n, n), np.nan) if self.least_squares else None
+        if self.least_squares:
+            jacobian, (r, _) = out
+            jacobian = np.nan_to_num(np.asarray(jacobian), nan=0.0, posinf=0.0, neginf=0.0)
+            return value, jacobian.T @ np.asarray(r), jacobian.T @ jacobian
+        return value, np.nan_to_num(np.asarray(out[1])), None
+
+    def _call(self, program, x: np.ndarray, nll) -> tuple[float, object]:
+        """One compiled evaluation at x, counted, and J read from its output by ``nll``.
+
+        J is +inf where the solve fails, also where the solver raises instead of reporting it
+        (e.g. a linear solve inside the implicit solver fed NaN).
+        """
+        self.evaluations += 1
+        callbacks = logging.getLogger("jax._src.callback")
+        callbacks.addFilter(_silent)
+        try:
+            out = program(x)
+            value = float(nll(out))
+        except (ValueError, RuntimeError):
+            out, value = None, math.inf
+        finally:
+            callbacks.removeFilter(_silent)
+        return (value if math.isfinite(value) else math.inf), out
 
     def value(self, x: np.ndarray) -> float:
-        self.evaluations += 1
-        value = float(self._nll(x))
-        return value if math.isfinite(value) else math.inf
-
-    def jacobian(self, x: np.ndarray) -> np.ndarray:
-        """d r / d x, forward mode; reverse mode for residuals that support only that (switched once)."""
-        try:
-            full = np.asarray(self._jacobian(x))
-        except (TypeError, NotImplementedError):
-            import jax
-
-            self._jacobian = jax.jit(jax.jacrev(self._residual_function))
-            full = np.asarray(self._jacobian(x))
-        return np.nan_to_num(full, nan=0.0, posinf=0.0, neginf=0.0)
-
-    def gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        self.evaluations += 1
-        value, gradient = self._value_and_grad(x)
-        return float(value), np.asarray(gradient)
+        """J(x); +inf where the solve fails."""
+        return self.evaluate(np.asarray(x, dtype=float))[0]
 
     def hessian(self, x: np.ndarray) -> np.ndarray:
         """The Fisher information at x: J_r^T J_r of the residuals (Gauss-Newton), else the Hessian of J.
@@ -84,9 +134,9 @@ class Minimiser:
         (step 1e-4 on the optimisation scale, error O(1e-8)), which needs no second-order
         compilation. A bound closer than the step is respected by a one-sided difference.
         """
+        x = np.asarray(x, dtype=float)
         if self.least_squares:
-            jacobian = self.jacobian(x)
-            h = jacobian.T @ jacobian
+            h = np.nan_to_num(self.evaluate(x)[2])
         else:
             n = x.size
             h = np.zeros((n, n))
@@ -97,47 +147,64 @@ class Minimiser:
                 down[k] = max(x[k] - step, self.lower[k])
                 if up[k] == down[k]:
                     continue
-                h[:, k] = (self.gradient(up)[1] - self.gradient(down)[1]) / (up[k] - down[k])
+                h[:, k] = (self.evaluate(up)[1] - self.evaluate(down)[1]) / (up[k] - down[k])
             h = np.nan_to_num(h)
         return 0.5 * (h + h.T)
 
-    def minimise(self, free: np.ndarray, x: np.ndarray, max_evaluations: int) -> tuple[np.ndarray, float]:
-        """min J over the entries ``free`` of x (the others held), from x; the point and J there."""
+    def minimise(self, free: np.ndarray, x: np.ndarray, max_evaluations: int,
+                 max_seconds: float = math.inf) -> tuple[np.ndarray, float]:
+        """min J over the entries ``free`` of x (the others held), from x; the point and J there.
+
+        At most ``max_evaluations`` evaluations (each J, g and H at one trial point) and about
+        ``max_seconds``. A start where J is not finite returns at once with +inf, so the caller
+        can shorten a step or count a failed start.
+        """
+        import fides
+
+        x = np.asarray(x, dtype=float)
         if free.size == 0:
             return x, self.value(x)
         low, high = self.lower[free], self.upper[free]
-        start = np.clip(x[free], low, high)
+        start = x.copy()
+        start[free] = np.clip(x[free], low, high)
+        first = self.evaluate(start)
+        if not math.isfinite(first[0]):
+            return start, math.inf
+        cache = {start[free].tobytes(): first}
 
         def full(q: np.ndarray) -> np.ndarray:
-            y = x.copy()
+            y = start.copy()
             y[free] = q
             return y
 
-        if self.least_squares:
-            from scipy.optimize import least_squares
+        failing = [False]
 
-            def fun(q: np.ndarray) -> np.ndarray:
-                self.evaluations += 1
-                return np.asarray(self._residuals(full(q)))
+        def fun(q: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+            # After a failed solve the trust region shrinks and the next trial points tend to fail
+            # too: J alone (no sensitivities, a fraction of the cost) tells first whether they do.
+            y = full(q)
+            if failing[0] and not math.isfinite(self._call(self._nll, y, float)[0]):
+                value, gradient, hessian = math.inf, np.full(y.size, np.nan), None
+            else:
+                value, gradient, hessian = cache.pop(q.tobytes(), None) or self.evaluate(y)
+            failing[0] = not math.isfinite(value)
+            if not math.isfinite(value):  # fides rejects the step and shrinks the trust region
+                value, hessian = math.nan, np.full((y.size, y.size), np.nan) if self.least_squares else None
+            if not self.least_squares:
+                return value, gradient[free]
+            return value, gradient[free], hessian[np.ix_(free, free)]
 
-            def jac(q: np.ndarray) -> np.ndarray:
-                return self.jacobian(full(q))[:, free]
-
-            try:
-                result = least_squares(fun, start, jac=jac, bounds=(low, high), method="trf", x_scale="jac",
-                                       ftol=1e-10, xtol=1e-10, gtol=1e-10, max_nfev=max_evaluations)
-            except (ValueError, np.linalg.LinAlgError):
-                return x, math.inf  # residuals not finite at the start: the caller shortens the step
-        else:
-            from scipy.optimize import minimize
-
-            def fun_and_grad(q: np.ndarray) -> tuple[float, np.ndarray]:
-                value, gradient = self.gradient(full(q))
-                if not math.isfinite(value):
-                    return 1e300, np.zeros(q.size)  # L-BFGS-B backs off a failed solve
-                return value, np.nan_to_num(gradient[free])
-
-            result = minimize(fun_and_grad, start, jac=True, method="L-BFGS-B", bounds=list(zip(low, high)),
-                              options={"maxfun": max_evaluations, "ftol": 1e-14, "gtol": 1e-9})
-        point = full(result.x)
-        return point, self.value(point)
+        optimiser = fides.Optimizer(
+            fun, ub=high, lb=low, verbose=logging.ERROR,
+            hessian_update=None if self.least_squares else fides.BFGS(),
+            options={fides.Options.MAXITER: max(max_evaluations - 1, 1), fides.Options.MAXTIME: max_seconds,
+                     fides.Options.FATOL: NLL_TOLERANCE,
+                     fides.Options.FRTOL: NLL_RELATIVE_TOLERANCE, fides.Options.GATOL: GRADIENT_TOLERANCE},
+        )
+        try:
+            optimiser.minimize(start[free])
+        except (RuntimeError, ValueError, np.linalg.LinAlgError):
+            pass  # a breakdown (e.g. a non-finite trust-region model) ends the start at its best point
+        if optimiser.x_min is None or not math.isfinite(optimiser.fval_min):
+            return start, first[0]
+        return full(np.asarray(optimiser.x_min, dtype=float)), float(optimiser.fval_min)

@@ -1,0 +1,216 @@
+"""Multi-start calibration of the shared PEtab problems: biotwin against pyPESTO + AMICI, in one run.
+
+For each problem, both tools start their local optimisations from the SAME points: biotwin's
+scrambled Sobol points over the bounds on each parameter's optimisation scale
+(:func:`biotwin.fit.start_points`, seed 0), handed to pyPESTO as ``x_guesses`` on that scale.
+Both run their starts one after another in one process:
+
+* biotwin: ``load_petab(...).objective(method="kvaerno5", max_steps=10_000)`` (the stiff solver
+  for every start, as AMICI's CVODES BDF, and AMICI's default step budget), then
+  :func:`biotwin.fit.multistart`: fides' trust region with the Gauss-Newton Hessian of exact
+  forward-mode residual Jacobians, biotwin's default tolerances;
+* pyPESTO + AMICI (in their own virtual environment ``.peer-venv``, started as a subprocess of
+  this run): ``PetabImporter(...).create_problem()`` with AMICI's default solver settings, and
+  ``pypesto.optimize.FidesOptimizer()``, the optimiser pyPESTO's documentation recommends for
+  ODE models, with its defaults (hybrid Fisher information / BFGS Hessian, fides' default
+  tolerances); ``maxiter`` set to the same evaluation budget as biotwin's.
+
+The clock of each tool starts when it begins reading the PEtab problem (library imports are
+not counted) and includes building and compiling the model: AMICI compiles its C++ model into a
+fresh temporary folder every run, biotwin compiles its JAX program. *Time to best* is the
+clock when the first start that reached the tool's own best NLL (within 1e-3) finished; the
+*ratio* is pyPESTO's time to best over biotwin's. A start has *converged* when its NLL is within
+0.1 of the best NLL either tool found. A tool that runs past ``--time-limit`` seconds on a problem
+stops starting new local optimisations (and fides is told the remaining time): the table marks it.
+
+Run (about 20 minutes on 2 cores)::
+
+    .venv/bin/python benchmarks/calibrate_vs_pypesto.py                 # 4 problems, 20 starts
+    .venv/bin/python benchmarks/calibrate_vs_pypesto.py --quick         # 2 problems, 4 starts
+    .venv/bin/python benchmarks/calibrate_vs_pypesto.py --problems Boehm_JProteomeRes2014 --starts 8
+
+The peer environment::
+
+    python3.11 -m venv .peer-venv && .peer-venv/bin/pip install amici pypesto petab fides
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PETAB = Path(os.environ.get("BIOTWIN_SHARED_DATA", ROOT.parent / "shared" / "data")) / "petab"
+PEER = ROOT / ".peer-venv" / "bin"
+PROBLEMS = ("Boehm_JProteomeRes2014", "Crauste_CellSystems2017", "Elowitz_Nature2000", "Perelson_Science1996")
+QUICK_PROBLEMS = ("Boehm_JProteomeRes2014", "Perelson_Science1996")
+#: Starts within this of the best NLL of either tool count as converged (biotwin.fit.CONVERGED_WITHIN).
+CONVERGED_WITHIN = 0.1
+#: Two NLLs closer than this are the same optimum (both tools stop on NLL changes far below it).
+SAME_OPTIMUM = 1e-3
+
+
+def time_to_best(nll: list[float], finished: list[float]) -> float:
+    """The clock when the first start within SAME_OPTIMUM of the best finite NLL finished (inf if none)."""
+    finite = [v for v in nll if math.isfinite(v)]
+    if not finite:
+        return math.inf
+    best = min(finite)
+    return min(t for v, t in zip(nll, finished) if math.isfinite(v) and v <= best + SAME_OPTIMUM)
+
+
+# ---------------------------------------------------------------------- pyPESTO + AMICI (peer environment)
+def run_peer(request: dict) -> dict:
+    """Multi-start of pyPESTO's FidesOptimizer on AMICI's objective from the given points, timed."""
+    import logging
+
+    import numpy as np
+
+    for name in ("amici", "pypesto", "fides"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    import petab.v1 as petab
+    import pypesto.optimize as optimize
+    from pypesto.petab import PetabImporter
+
+    began = time.perf_counter()
+    name = request["problem"]
+    problem = petab.Problem.from_yaml(str(PETAB / name / f"{name}.yaml"))
+    with tempfile.TemporaryDirectory(prefix="amici_") as folder:
+        importer = PetabImporter(problem, output_folder=folder, model_name=f"{name}_calibrate")
+        pproblem = importer.create_problem()
+        for handler in logging.getLogger("amici").handlers:
+            handler.setLevel(logging.CRITICAL)
+        compiled = time.perf_counter() - began
+        order = [pproblem.x_names.index(n) for n in request["names"]]
+        if sorted(order) != sorted(pproblem.x_free_indices):
+            raise SystemExit(f"{name}: pyPESTO estimates {pproblem.x_names} but biotwin {request['names']}")
+        nll, finished, evaluations = [], [], []
+        for x0 in request["points"]:
+            remaining = request["time_limit"] - (time.perf_counter() - began)
+            if remaining <= 0:
+                break
+            full = np.full(pproblem.dim_full, np.nan)
+            full[order] = x0
+            pproblem.set_x_guesses(full[None, :])
+            optimizer = optimize.FidesOptimizer(verbose=logging.CRITICAL,
+                                                options={"maxiter": request["max_evaluations"], "maxtime": remaining})
+            result = optimize.minimize(pproblem, optimizer, n_starts=1, progress_bar=False).optimize_result.list[0]
+            value = float(result.fval) if result.fval is not None and np.isfinite(result.fval) else math.inf
+            nll.append(value)
+            finished.append(time.perf_counter() - began)
+            evaluations.append(int(result.n_fval or 0))
+    import amici
+    import pypesto
+
+    return {"nll": nll, "finished": finished, "evaluations": evaluations, "compile": compiled,
+            "total": time.perf_counter() - began, "cut_off": len(nll) < len(request["points"]),
+            "version": f"pyPESTO {pypesto.__version__}, AMICI {amici.__version__}"}
+
+
+def peer_in_subprocess(request: dict) -> dict:
+    """Run :func:`run_peer` with the peer environment's Python (AMICI compiles with its tools on PATH)."""
+    with tempfile.TemporaryDirectory(prefix="calibrate_peer_") as folder:
+        inbox, outbox = Path(folder) / "request.json", Path(folder) / "result.json"
+        inbox.write_text(json.dumps(request))
+        environment = {**os.environ, "PATH": f"{PEER}{os.pathsep}{os.environ.get('PATH', '')}"}
+        completed = subprocess.run([str(PEER / "python"), __file__, "--peer", str(inbox), str(outbox)],
+                                   env=environment, capture_output=True, text=True,
+                                   timeout=request["time_limit"] + 900)
+        if completed.returncode != 0 or not outbox.exists():
+            raise SystemExit(f"pyPESTO + AMICI failed on {request['problem']}:\n{completed.stderr[-3000:]}")
+        return json.loads(outbox.read_text())
+
+
+# ---------------------------------------------------------------------- biotwin (main environment)
+def run_biotwin(name: str, starts: int, seed: int, max_evaluations: int, time_limit: float) -> tuple[dict, dict]:
+    """biotwin's multi-start on one problem, timed as pyPESTO's; and the request for the peer."""
+    import numpy as np
+
+    from biotwin.fit import multistart, start_points
+    from biotwin.io.petab import load_petab
+
+    began = time.perf_counter()
+    objective = load_petab(PETAB / name / f"{name}.yaml").objective(method="kvaerno5", max_steps=10_000)
+    points = start_points(objective, starts, seed)
+    lead = time.perf_counter() - began  # reading the problem, before multistart's own clock
+    calibration = multistart(objective, starts=points, max_evaluations=max_evaluations, time_limit=time_limit - lead)
+    total = time.perf_counter() - began
+    by_index = sorted(calibration.starts, key=lambda s: s.index)
+    ours = {"nll": [s.nll for s in by_index], "finished": [lead + s.finished for s in by_index],
+            "evaluations": [s.evaluations for s in by_index], "compile": lead + calibration.compile_seconds,
+            "total": total, "cut_off": len(by_index) < starts, "nominal": float(objective.nll(objective.nominal))}
+    request = {"problem": name, "names": list(objective.names), "points": np.asarray(points).tolist(),
+               "max_evaluations": max_evaluations}
+    return ours, request
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--starts", type=int, default=20, help="local optimisations per problem and tool")
+    parser.add_argument("--problems", nargs="+", default=None, choices=PROBLEMS, metavar="NAME",
+                        help=f"PEtab problems from {PETAB} (default: all four)")
+    parser.add_argument("--quick", action="store_true", help=f"4 starts on {' and '.join(QUICK_PROBLEMS)}")
+    parser.add_argument("--max-evaluations", type=int, default=1000, help="evaluation budget of each start (both tools)")
+    parser.add_argument("--time-limit", type=float, default=300.0,
+                        help="seconds per problem and tool after which no new start begins (default 300)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the Sobol start points")
+    parser.add_argument("--peer", nargs=2, metavar=("REQUEST", "RESULT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.peer:
+        request = json.loads(Path(args.peer[0]).read_text())
+        Path(args.peer[1]).write_text(json.dumps(run_peer(request)))
+        return
+
+    from rich.console import Console
+    from rich.table import Table
+
+    problems = args.problems or (QUICK_PROBLEMS if args.quick else PROBLEMS)
+    starts = 4 if args.quick and args.starts == parser.get_default("starts") else args.starts
+    if not (PEER / "python").exists():
+        raise SystemExit(f"pyPESTO + AMICI need their environment {PEER.parent}: see this file's docstring")
+    console = Console(width=200)
+    rows = []
+    for name in problems:
+        console.print(f"[bold]{name}[/]: biotwin, {starts} starts ...")
+        ours, request = run_biotwin(name, starts, args.seed, args.max_evaluations, args.time_limit)
+        console.print(f"[bold]{name}[/]: pyPESTO + AMICI, the same {starts} starts ...")
+        theirs = peer_in_subprocess({**request, "time_limit": args.time_limit})
+        rows.append((name, ours, theirs))
+
+    table = Table(title=f"Multi-start calibration, {starts} Sobol starts each, sequential, one process per tool")
+    for column in ("problem", "nominal NLL", "best NLL\nbiotwin", "best NLL\npyPESTO", "converged\nbiotwin",
+                   "converged\npyPESTO", "to best [s]\nbiotwin", "to best [s]\npyPESTO", "total [s]\nbiotwin",
+                   "total [s]\npyPESTO", "compile [s]\nbiotwin / pyPESTO", "speed-up\nto best"):
+        table.add_column(column, justify="left" if column == "problem" else "right")
+    for name, ours, theirs in rows:
+        finite = [v for v in ours["nll"] + theirs["nll"] if math.isfinite(v)]
+        overall = min(finite) if finite else math.inf
+        converged = [sum(v <= overall + CONVERGED_WITHIN for v in run["nll"]) for run in (ours, theirs)]
+        best = [min(run["nll"], default=math.inf) for run in (ours, theirs)]
+        to_best = [time_to_best(run["nll"], run["finished"]) for run in (ours, theirs)]
+        cut = [f" (cut off after {len(run['nll'])})" if run["cut_off"] else "" for run in (ours, theirs)]
+        ratio = to_best[1] / to_best[0] if math.isfinite(to_best[0]) and to_best[0] > 0 else math.nan
+        table.add_row(
+            name.split("_")[0], f"{ours['nominal']:.4f}", f"{best[0]:.4f}", f"{best[1]:.4f}",
+            f"{converged[0]}/{starts}{cut[0]}", f"{converged[1]}/{starts}{cut[1]}", f"{to_best[0]:.1f}", f"{to_best[1]:.1f}",
+            f"{ours['total']:.1f}", f"{theirs['total']:.1f}", f"{ours['compile']:.1f} / {theirs['compile']:.1f}",
+            f"{ratio:.1f}x",
+        )
+    console.print(table)
+    console.print(
+        f"Converged: within {CONVERGED_WITHIN} of the best NLL of both tools. To best: seconds from reading the "
+        f"problem until the first start that reached the tool's own best (within {SAME_OPTIMUM}) finished, "
+        f"compilation included. {rows[0][2]['version'] if rows else ''}; max {args.max_evaluations} evaluations "
+        f"per start; time limit {args.time_limit:.0f} s per problem and tool."
+    )
+
+
+if __name__ == "__main__":
+    main()
