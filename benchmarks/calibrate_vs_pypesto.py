@@ -5,8 +5,8 @@ scrambled Sobol points over the bounds on each parameter's optimisation scale
 (:func:`biotwin.fit.start_points`, seed 0), handed to pyPESTO as ``x_guesses`` on that scale.
 Both run their starts one after another in one process:
 
-* biotwin: ``load_petab(...).objective(method="kvaerno5", max_steps=10_000)`` (the stiff solver
-  for every start, as AMICI's CVODES BDF, and AMICI's default step budget), then
+* biotwin: ``load_petab(...).objective(method="kvaerno5")`` (the stiff solver for every start,
+  as AMICI's CVODES BDF; the default step budget is AMICI's, 10,000), then
   :func:`biotwin.fit.multistart`: fides' trust region with the Gauss-Newton Hessian of exact
   forward-mode residual Jacobians, biotwin's default tolerances;
 * pyPESTO + AMICI (in their own virtual environment ``.peer-venv``, started as a subprocess of
@@ -41,7 +41,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -137,7 +136,7 @@ def run_biotwin(name: str, starts: int, seed: int, max_evaluations: int, time_li
     from biotwin.io.petab import load_petab
 
     began = time.perf_counter()
-    objective = load_petab(PETAB / name / f"{name}.yaml").objective(method="kvaerno5", max_steps=10_000)
+    objective = load_petab(PETAB / name / f"{name}.yaml").objective(method="kvaerno5")
     points = start_points(objective, starts, seed)
     lead = time.perf_counter() - began  # reading the problem, before multistart's own clock
     calibration = multistart(objective, starts=points, max_evaluations=max_evaluations, time_limit=time_limit - lead)
@@ -175,7 +174,10 @@ def main() -> None:
     starts = 4 if args.quick and args.starts == parser.get_default("starts") else args.starts
     if not (PEER / "python").exists():
         raise SystemExit(f"pyPESTO + AMICI need their environment {PEER.parent}: see this file's docstring")
+    from machine import print_machine
+
     console = Console(width=200)
+    print_machine(console, ("fides", "diffrax"))
     rows = []
     for name in problems:
         console.print(f"[bold]{name}[/]: biotwin, {starts} starts ...")

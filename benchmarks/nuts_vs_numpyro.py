@@ -59,12 +59,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from machine import print_machine
 
 import numpy as np
 
@@ -209,15 +209,6 @@ def run_biotwin_multistart(starts: int, seed: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- report
-def machine_info() -> list[tuple[str, str]]:
-    import jax
-    import numpyro
-
-    load = ", ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    return [("platform", platform.platform()), ("cpus", str(os.cpu_count())), ("load average", load),
-            ("python", platform.python_version()), ("jax", jax.__version__), ("numpyro", numpyro.__version__)]
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -242,12 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 190))
-    info = Table(title="Machine", show_header=False)
-    info.add_column(style="bold")
-    info.add_column()
-    for key, value in machine_info():
-        info.add_row(key, value)
-    console.print(info)
+    print_machine(console, ("numpyro", "diffrax"))
 
     data = read_csv(DATA)
     experiment = next(iter(data))

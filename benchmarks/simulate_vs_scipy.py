@@ -61,13 +61,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from machine import print_machine
 
 import numpy as np
 from scipy.integrate import solve_ivp
@@ -166,30 +166,6 @@ def max_relative_error(values: np.ndarray, reference: np.ndarray) -> float:
     return float(np.max(np.abs(values - reference) / denominator))
 
 
-def machine_info() -> list[tuple[str, str]]:
-    import diffrax
-    import jax
-    import scipy
-
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        usable = os.cpu_count() or 0
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    return [
-        ("platform", platform.platform()),
-        ("processor", platform.processor() or platform.machine()),
-        ("python", platform.python_version()),
-        ("cpu count", f"{os.cpu_count()} (usable by this process: {usable})"),
-        ("load average (1, 5, 15 min)", load),
-        ("jax", jax.__version__),
-        ("jax default backend", f"{jax.default_backend()} ({', '.join(str(d) for d in jax.devices())})"),
-        ("diffrax", diffrax.__version__),
-        ("scipy", scipy.__version__),
-        ("numpy", np.__version__),
-    ]
-
-
 def fmt_time(seconds: float) -> str:
     if seconds >= 1.0:
         return f"{seconds:.3f} s"
@@ -236,12 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console = Console(width=max(console.width, 150))
     rtol, atol = args.rtol, args.atol
 
-    info = Table(title="Machine", show_header=False)
-    info.add_column(style="bold")
-    info.add_column()
-    for key, value in machine_info():
-        info.add_row(key, value)
-    console.print(info)
+    print_machine(console, ("diffrax", "scipy", "numpy"))
 
     # ------------------------------------------------------------------ problem
     model = Model.from_text(MODEL_TEXT, name="lotka-volterra")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -81,7 +82,7 @@ def test_posterior_of_logistic_growth_recovers_the_truth_with_converged_chains(l
 
 def test_predictive_bands_cover_about_ninety_percent_of_the_data(logistic) -> None:
     objective, posterior = logistic
-    predictive = posterior.predictive(objective, noise="normal", draws=300, seed=0)
+    predictive = posterior.predictive(objective, draws=300, seed=0)
     assert predictive.replicates.shape == (300, len(objective.measurements))
     assert np.all(predictive.lower <= predictive.median) and np.all(predictive.median <= predictive.upper)
     # 30 measurements: a binomial(30, 0.9) count lies in [22, 30] with probability > 0.99.
@@ -93,8 +94,8 @@ def test_predictive_bands_cover_about_ninety_percent_of_the_data(logistic) -> No
     assert 2 * 1.645 * NOISE * 0.8 < width < 2 * 1.645 * NOISE * 1.5
     with pytest.raises(ModelError, match="no measurement of 'y'"):
         predictive.bands("experiment", "y")
-    with pytest.raises(ModelError, match="unknown noise model"):
-        posterior.predictive(objective, noise="poisson")
+    with pytest.raises(ModelError, match="unknown measurement transform"):
+        dataclasses.replace(objective.measurements, transform=np.full(len(objective.measurements), 5))
 
 
 def test_posterior_plots_are_written(logistic, tmp_path) -> None:
@@ -102,7 +103,7 @@ def test_posterior_plots_are_written(logistic, tmp_path) -> None:
 
     objective, posterior = logistic
     pairs = plot_posterior(posterior, tmp_path / "posterior.png", reference=TRUTH, title="logistic")
-    bands = plot_predictive(posterior.predictive(objective, noise="normal", draws=50), tmp_path / "bands.png")
+    bands = plot_predictive(posterior.predictive(objective, draws=50), tmp_path / "bands.png")
     for path in (pairs, bands):
         assert path.is_file() and path.stat().st_size > 10_000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bands.png", "posterior.png"]
@@ -168,7 +169,7 @@ def test_gaussian_posterior_moments_and_determinism() -> None:
     # The same seed gives the same draws, also when the run is cut into chunks for progress reports.
     reports: list[tuple[int, int]] = []
     again = infer(objective, [20.0, -30.0], chains=4, warmup=100, samples=2000, seed=7,
-                  progress=lambda done, total: reports.append((done, total)))
+                  progress=lambda done, total, label: reports.append((done, total)))
     np.testing.assert_array_equal(again.x, first.x)
     assert len(reports) > 5 and reports[-1] == (2100, 2100)
     assert all(a[0] <= b[0] for a, b in zip(reports, reports[1:]))

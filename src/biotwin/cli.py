@@ -445,8 +445,7 @@ def infer(
 
     problem, objective, best, folder = _calibrated(target, data, noise, output, starts, seed, processes, reuse=True)
     with rich_progress(errors, f"NUTS, {chains} chains") as progress:
-        posterior = run(objective, best, chains=chains, warmup=warmup, samples=samples, seed=seed,
-                        progress=lambda done, total: progress(done, total, f"draw {done} of {total}"))
+        posterior = run(objective, best, chains=chains, warmup=warmup, samples=samples, seed=seed, progress=progress)
     table = Table(title=f"{problem.name}: posterior ({posterior.chains} chains x {posterior.draws} draws)",
                   caption=f"{posterior.divergences} divergences; min bulk ESS {posterior.min_ess:.0f} "
                           f"({posterior.ess_per_second:.1f}/s); {posterior.wall_time:.1f} s")
@@ -461,10 +460,9 @@ def infer(
         errors.print(f"[yellow]warning:[/] {warning}", highlight=False)
     if folder is not None:
         written = [*save_posterior(folder, posterior), plot_posterior(posterior, folder / "posterior.png", title=problem.name)]
-        if problem.petab is None:  # PEtab observables carry their own transformations; bands only for CSV noise models
-            bands = posterior.predictive(objective, noise=problem.noise, seed=seed)
-            written.append(plot_predictive(bands, folder / "predictive.png", title=problem.name))
-            errors.print(f"{100 * bands.coverage:.0f} % of the measurements lie inside their 90 % predictive band")
+        bands = posterior.predictive(objective, seed=seed)
+        written.append(plot_predictive(bands, folder / "predictive.png", title=problem.name))
+        errors.print(f"{100 * bands.coverage:.0f} % of the measurements lie inside their 90 % predictive band")
         errors.print("wrote " + ", ".join(str(p) for p in written))
 
 

@@ -12,9 +12,10 @@ a confidence interval: c belongs to the interval at level ``confidence`` when
 
 Each profile is traced from x*_k in both directions on the optimisation scale. Every point is
 re-optimised, warm-started from the previous point extrapolated along the path (the secant
-through the last two points, a predictor-corrector continuation), with exact JAX derivatives:
-SciPy's trust-region reflective least squares on the residuals when the objective has them
-(J = 1/2 |r|^2 + const), L-BFGS-B on J and its gradient otherwise. The step adapts to the
+through the last two points, a predictor-corrector continuation), with exact JAX derivatives,
+by the bounded local minimiser of :mod:`biotwin.optimise` (a trust region with the Gauss-Newton
+Hessian of the residuals when the objective has them, J = 1/2 |r|^2 + const, BFGS on J's
+gradient otherwise). The step adapts to the
 profile: it doubles while J changes by less than Delta/10 between points, halves when it changes
 by more than 0.4 Delta, and a step that jumps by more than Delta is taken again at half length.
 A side ends when the profile exceeds Delta (the interval end is then interpolated linearly in
@@ -57,7 +58,7 @@ compilation.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 

@@ -65,6 +65,7 @@ import numpy as np
 
 from biotwin.errors import ModelError
 from biotwin.objective import Measurements, Objective, from_scale
+from biotwin.progress import Progress
 
 #: R-hat above this means the chains have not mixed (Vehtari et al. 2021).
 RHAT_LIMIT = 1.01
@@ -330,10 +331,9 @@ class Posterior:
         """Posterior means on the linear scale."""
         return {name: float(np.mean(values)) for name, values in self.samples.items()}
 
-    def predictive(self, objective: Objective, *, noise: str, draws: int = 200, seed: int = 0,
-                   level: float = 0.9) -> Predictive:
+    def predictive(self, objective: Objective, *, draws: int = 200, seed: int = 0, level: float = 0.9) -> Predictive:
         """The posterior predictive distribution of every measurement; see :func:`predictive`."""
-        return predictive(self, objective, noise=noise, draws=draws, seed=seed, level=level)
+        return predictive(self, objective, draws=draws, seed=seed, level=level)
 
     def summary(self, level: float = 0.9) -> list[dict[str, float | str]]:
         """One row per parameter: mean, sd, the central ``level`` interval and median, R-hat, bulk ESS."""
@@ -355,10 +355,6 @@ def _linear(x: np.ndarray, names: Sequence[str], scales: Sequence[str]) -> dict[
 
 # ---------------------------------------------------------------------------------------------
 # Posterior predictive
-
-#: The noise models :func:`predictive` can draw from (those of :func:`biotwin.likelihood.dataset_objective`).
-NOISE_MODELS = ("normal", "lognormal", "proportional")
-
 
 @dataclass(frozen=True, eq=False)
 class Predictive:
@@ -399,26 +395,22 @@ class Predictive:
         }
 
 
-def predictive(posterior: Posterior, objective: Objective, *, noise: str, draws: int = 200, seed: int = 0,
+def predictive(posterior: Posterior, objective: Objective, *, draws: int = 200, seed: int = 0,
                level: float = 0.9) -> Predictive:
     """Replicate every measurement of ``objective`` from ``draws`` posterior draws, with observation noise.
 
     For each draw x (chosen at random among all chains' draws, without repetition where
-    possible), the predictions h(x) and noise scales sigma(x) of the objective give
-
-        normal, proportional:  y~ = h + sigma e,
-        lognormal:             y~ = h exp(sigma e),            e ~ N(0, 1),
-
-    (``proportional`` objectives already return sigma_m = sigma |h_m|). ``noise`` must be the
-    noise model the objective was built with. Draws whose solve fails are left out.
+    possible), the predictions h(x) and noise scales sigma(x) of the objective give replicated
+    measurements under each measurement's own noise model (:meth:`Measurements.replicate`:
+    T(y~) = T(h) + sigma e with the measurement's transformation T and normal or Laplace e;
+    a proportional objective already returns sigma_m = sigma |h_m|). Draws whose solve fails
+    are left out.
     """
     import jax
     import jax.numpy as jnp
 
     from biotwin import _jax  # noqa: F401
 
-    if noise not in NOISE_MODELS:
-        raise ModelError(f"unknown noise model '{noise}'; choose one of {', '.join(NOISE_MODELS)}")
     if tuple(posterior.names) != tuple(objective.names):
         raise ModelError(
             f"the posterior is over ({', '.join(posterior.names)}) but the objective estimates "
@@ -436,8 +428,7 @@ def predictive(posterior: Posterior, objective: Objective, *, noise: str, draws:
     if not usable.any():
         raise ModelError("the model could not be solved at any of the posterior draws; check the objective")
     h, sigma = h[usable], sigma[usable]
-    e = rng.standard_normal(h.shape)
-    replicates = h * np.exp(sigma * e) if noise == "lognormal" else h + sigma * e
+    replicates = objective.measurements.replicate(h, sigma, rng)
     tail = 100 * (1 - level) / 2
     lower, median, upper = np.percentile(replicates, [tail, 50.0, 100 - tail], axis=0)
     return Predictive(objective.measurements, level, median, lower, upper, replicates)
@@ -944,7 +935,7 @@ def infer(
     seed: int = 0,
     target_accept: float = 0.8,
     max_tree_depth: int = 10,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> Posterior:
     """Sample the posterior of ``objective``'s parameters by NUTS, ``chains`` chains started from best fits.
 
@@ -959,7 +950,7 @@ def infer(
     at the draw). Starts in separate modes of similar density give chains that stay apart, which
     R-hat then reports. ``warmup`` draws per chain tune the step size by dual averaging towards the mean
     acceptance ``target_accept``; ``samples`` draws per chain are kept. ``progress``, when given,
-    is called as ``progress(done, total)`` with the draws per chain completed by the slowest
+    is called as ``progress(done, total, label)`` (see :mod:`biotwin.progress`) with the draws per chain completed by the slowest
     chain. The same ``seed`` and inputs give the same draws.
 
     Raises :class:`ModelError` for starts of the wrong shape or outside the bounds, when the
@@ -1055,7 +1046,7 @@ def infer(
         carry = compiled(carry, probes, np.int64(iteration))
         done = int(np.min(np.asarray(carry.chains.draws)))
         if progress is not None:
-            progress(min(done, total), total)
+            progress(min(done, total), total, f"draw {min(done, total)} of {total}")
         if done >= total:
             break
     record = _Record(*(np.asarray(part) for part in carry.record))

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -60,8 +60,6 @@ from biotwin.simulate import (
 
 #: The noise models of :func:`dataset_objective`.
 NOISE_MODELS = ("normal", "lognormal", "proportional")
-#: Transformations of measurement and prediction (PEtab's ``observableTransformation``).
-TRANSFORMS = ("lin", "log", "log10")
 #: Distributions of the transformed measurement (PEtab's ``noiseDistribution``).
 DISTRIBUTIONS = ("normal", "laplace")
 #: Bounds of an estimated noise parameter sigma_j, relative to its reference size s_j (the
@@ -95,7 +93,7 @@ class LikelihoodSpec:
     compute predictions and noise scales of all measurements at once (batched over M) from the
     states (M, n), the model's observables (M, O), parameters (M, P) and the measurement's own
     parameters p = q[``observe_index``] (M, A) or q[``noise_index``] (M, B). ``transform`` (M,)
-    indexes :data:`TRANSFORMS`; ``laplace`` (M,) marks Laplace noise. ``sigma_floor`` (M,) is a lower
+    indexes :data:`biotwin.objective.TRANSFORMS`; ``laplace`` (M,) marks Laplace noise. ``sigma_floor`` (M,) is a lower
     bound of sigma_m used by the sigma residuals, and ``sigma_varies`` (M,) marks the measurements
     whose sigma depends on x.
     """
@@ -167,7 +165,6 @@ def compile_objective(spec: LikelihoodSpec) -> Objective:
     from biotwin import _jax  # noqa: F401
 
     model = spec.model
-    n_estimated = len(spec.names)
     scales = spec.scales
     constants = jnp.asarray(spec.constants, dtype=jnp.float64)
     theta_index = jnp.asarray(spec.theta_index)
@@ -192,7 +189,7 @@ def compile_objective(spec: LikelihoodSpec) -> Objective:
     sigma_floor = jnp.asarray(spec.sigma_floor, dtype=jnp.float64)
     varies = np.asarray(spec.sigma_varies, dtype=bool)
     varies_index = jnp.asarray(np.flatnonzero(varies))
-    initial_function = _initial_function(model)
+    initial_states = initial_function(model)
     solve_all = jax.vmap(spec.simulator.solve, in_axes=(0, 0, 0))
     preequilibrate = spec.preequilibrate
 
@@ -205,7 +202,7 @@ def compile_objective(spec: LikelihoodSpec) -> Objective:
     def raw_predictions(x: Any) -> tuple[Any, Any]:
         q = q_vector(x)
         thetas = q[theta_index]
-        y0 = jnp.where(initial_given, q[initial_index], jax.vmap(initial_function)(thetas))
+        y0 = jnp.where(initial_given, q[initial_index], jax.vmap(initial_states)(thetas))
         failed_before = jnp.zeros(thetas.shape[0], dtype=bool)
         if preequilibrate is not None:
             y0, failed_before = preequilibrate(q, thetas, y0)
@@ -269,7 +266,7 @@ def compile_objective(spec: LikelihoodSpec) -> Objective:
         upper=np.asarray(spec.upper, dtype=float),
         nominal=np.asarray(spec.nominal, dtype=float),
         nll=jax.jit(nll),
-        measurements=spec.measurements,
+        measurements=replace(spec.measurements, transform=spec.transform, laplace=spec.laplace),
         predict=jax.jit(predict),
         sigma=jax.jit(sigma),
         residuals=None if bool(np.any(spec.laplace)) else jax.jit(residuals),
@@ -278,7 +275,7 @@ def compile_objective(spec: LikelihoodSpec) -> Objective:
     )
 
 
-def _initial_function(model: Model) -> Callable[[Any], Any]:
+def initial_function(model: Model) -> Callable[[Any], Any]:
     """x0(theta): the model's initial expressions as a JAX function (0 where a state has none)."""
     import jax.numpy as jnp
 
@@ -293,11 +290,24 @@ def _initial_function(model: Model) -> Callable[[Any], Any]:
     return initial
 
 
-def choose_method(model: Model, theta: np.ndarray, y0: np.ndarray, span: float, rtol: float, method: str) -> str:
-    """The solver for a compiled objective: ``method``, or with ``"auto"`` Kvaerno5 for a stiff start, else explicit."""
-    if method != "auto":
-        return method
-    return STIFF_METHOD if is_stiff(model, theta, y0, span) else explicit_method(rtol)
+def nominal_simulator(
+    model: Model, plans: Plan, q0: np.ndarray, theta_index: np.ndarray, initial_index: np.ndarray,
+    initial_given: np.ndarray, *, method: str, rtol: float, atol: float, max_steps: int,
+) -> Simulator:
+    """The forward-mode simulator of a compiled objective, its solver chosen at the nominal point.
+
+    ``q0`` is the problem vector q at the nominal parameters. With ``method="auto"`` the first
+    experiment's Jacobian there decides: Kvaerno5 for a stiff start, else the explicit method
+    for ``rtol``; any other ``method`` is used as given.
+    """
+    if method == "auto":
+        theta0 = q0[theta_index[0]]
+        values = dict(zip(model.parameter_names, theta0))
+        defaults = np.array([model.initial_value(s, values) if s in model.initial else 0.0 for s in model.states])
+        y0 = np.where(initial_given[0], q0[initial_index[0]], defaults)
+        span = float(np.max(plans.boundaries[:, -1] - plans.boundaries[:, 0]))
+        method = STIFF_METHOD if is_stiff(model, theta0, y0, span) else explicit_method(rtol)
+    return Simulator(model, method, rtol=rtol, atol=atol, max_steps=max_steps, adjoint="forward")
 
 
 class ParameterVector:
@@ -556,14 +566,9 @@ def dataset_objective(
         return p[:, 0]
 
     plans = stacked_plans(model, dataset)
-    # The solver is chosen at the nominal values of the first experiment.
-    x0 = np.array([from_scale(v, s) for v, s in zip(nominal, scales)])
-    q0 = np.concatenate([x0, vector.constants])
-    theta0 = q0[theta_index[0]]
-    y0 = np.where(initial_given[0], q0[initial_index[0]], _initial_values(model, theta0))
-    span = float(np.max(plans.boundaries[:, -1] - plans.boundaries[:, 0]))
-    chosen = choose_method(model, theta0, y0, span, rtol, method)
-    simulator = Simulator(model, chosen, rtol=rtol, atol=atol, max_steps=max_steps, adjoint="forward")
+    q0 = np.concatenate([[from_scale(v, s) for v, s in zip(nominal, scales)], vector.constants])
+    simulator = nominal_simulator(model, plans, q0, theta_index, initial_index, initial_given,
+                                  method=method, rtol=rtol, atol=atol, max_steps=max_steps)
     n_m = len(rows_y)
     spec = LikelihoodSpec(
         model=model,
@@ -595,9 +600,3 @@ def dataset_objective(
         }),
     )
     return compile_objective(spec)
-
-
-def _initial_values(model: Model, theta: np.ndarray) -> np.ndarray:
-    """The model's initial expressions at ``theta`` (0 where a state has none)."""
-    values = dict(zip(model.parameter_names, theta))
-    return np.array([model.initial_value(s, values) if s in model.initial else 0.0 for s in model.states])

@@ -54,21 +54,53 @@ def from_scale(x: Any, scale: str) -> Any:
     raise ModelError(f"unknown parameter scale '{scale}'; use lin, log or log10")
 
 
+#: Transformations a measurement may be compared under (PEtab's ``observableTransformation``).
+TRANSFORMS = ("lin", "log", "log10")
+
+
 @dataclass(frozen=True)
 class Measurements:
     """The measurements an objective explains, one entry per measured value, in a fixed order.
 
     ``predict(x)`` of the objective returns the simulated values in this order; ``sigma(x)`` the
-    noise scale of each. ``experiment`` and ``observable`` name where each value belongs.
+    noise scale of each. ``experiment`` and ``observable`` name where each value belongs. Each
+    value's noise model is ``transform`` (codes into :data:`TRANSFORMS`: T(y) = y, ln y or
+    log10 y) and ``laplace`` (Laplace rather than normal noise on the transformed scale):
+
+        T(y) = T(h) + sigma e,        e ~ N(0, 1) or Laplace(0, 1).
+
+    Both default to linear, normal noise.
     """
 
     experiment: tuple[str, ...]
     observable: tuple[str, ...]
     time: np.ndarray
     value: np.ndarray
+    transform: np.ndarray | None = None
+    laplace: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.value)
+        transform = np.zeros(n, dtype=int) if self.transform is None else np.asarray(self.transform, dtype=int)
+        laplace = np.zeros(n, dtype=bool) if self.laplace is None else np.asarray(self.laplace, dtype=bool)
+        if transform.shape != (n,) or laplace.shape != (n,):
+            raise ModelError(f"measurements need one transform and one distribution per value ({n})")
+        if np.any((transform < 0) | (transform >= len(TRANSFORMS))):
+            raise ModelError(f"unknown measurement transform code; use {', '.join(f'{k} ({t})' for k, t in enumerate(TRANSFORMS))}")
+        object.__setattr__(self, "transform", transform)
+        object.__setattr__(self, "laplace", laplace)
 
     def __len__(self) -> int:
         return int(self.value.size)
+
+    def replicate(self, h: np.ndarray, sigma: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Replicated measurements (..., M) around predictions ``h`` with noise scales ``sigma``, each
+        under its own noise model: T^-1(T(h) + sigma e)."""
+        e = np.where(self.laplace, rng.laplace(size=np.shape(h)), rng.standard_normal(np.shape(h)))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_h = np.log(np.where(h > 0, h, np.nan))
+            return np.where(self.transform == 0, h + sigma * e,
+                            np.where(self.transform == 1, np.exp(log_h + sigma * e), 10.0 ** (log_h / np.log(10.0) + sigma * e)))
 
 
 @dataclass(frozen=True, eq=False)

@@ -4,22 +4,30 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename.
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Let ``write`` fill a temporary file in the same folder as ``path``, then rename it to ``path``.
 
     The rename is atomic on POSIX file systems: readers see the old file or the whole new one,
-    and an error while writing leaves no partial file behind.
+    and an error while writing leaves no partial file behind. The temporary file keeps the
+    suffix of ``path``, so writers that pick the format by suffix (matplotlib) still can.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    temporary = Path(name)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
+        write(temporary)
         os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8", newline=""))

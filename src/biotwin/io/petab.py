@@ -41,19 +41,20 @@ from biotwin.data import Dataset, Experiment
 from biotwin.errors import DataError, ModelError
 from biotwin.io.sbml import SbmlModel, import_sbml
 from biotwin.likelihood import (
-    DEFAULT_MAX_STEPS,
     DEFAULT_SIGMA_FLOOR,
     DISTRIBUTIONS,
-    TRANSFORMS,
     LikelihoodSpec,
     ParameterVector,
-    choose_method,
     compile_objective,
+    nominal_simulator,
 )
 from biotwin.model import TIME, Model
-from biotwin.objective import Measurements, Objective, from_scale, to_scale
-from biotwin.simulate import Plan, Simulator, make_plan
+from biotwin.objective import TRANSFORMS, Measurements, Objective, from_scale, to_scale
+from biotwin.simulate import Plan, implicit_solver, make_plan
 
+#: Solver steps per experiment before a solve counts as failed: AMICI's default. A multi-start
+#: visits parameters where the model is very stiff; 100,000 steps made such failures cost 2-10 s.
+PETAB_MAX_STEPS = 10_000
 #: Pre-equilibration runs at most this long (model time units) before it counts as steady.
 PREEQUILIBRATION_HORIZON = 1e9
 
@@ -76,7 +77,7 @@ class PetabProblem:
         return self.sbml.model
 
     def objective(
-        self, *, method: str = "auto", rtol: float = 1e-8, atol: float = 1e-10, max_steps: int = DEFAULT_MAX_STEPS,
+        self, *, method: str = "auto", rtol: float = 1e-8, atol: float = 1e-10, max_steps: int = PETAB_MAX_STEPS,
     ) -> Objective:
         """The problem's negative log-likelihood over its estimated parameters (see the module docstring).
 
@@ -328,7 +329,7 @@ class _Builder:
         compiled: dict[str, dict[str, Any]] = {}
         for observable in observable_ids:
             row = observable_table.loc[observable]
-            observable_placeholders = _placeholders(f"observableParameter", observable, row["observableFormula"])
+            observable_placeholders = _placeholders("observableParameter", observable, row["observableFormula"])
             noise_placeholders = _placeholders("noiseParameter", observable, row["noiseFormula"])
             h_expr, h_slots = self.formula(row["observableFormula"], observable, observable_placeholders, None)
             own = sympy.Symbol("observable__value")
@@ -413,11 +414,8 @@ class _Builder:
         nominal = np.array([to_scale(float(table.loc[n, "nominalValue"]), s) for n, s in zip(self.estimated, self.scales)])
         constants = self.vector.constants
         q0 = np.concatenate([[from_scale(v, s) for v, s in zip(nominal, self.scales)], constants])
-        theta0 = q0[arrays["theta"][0]]
-        y0 = np.where(arrays["given"][0], q0[arrays["initial"][0]], _initial_values(model, theta0))
-        span = float(np.max(stacked.boundaries[:, -1]))
-        chosen = choose_method(model, theta0, y0, span, self.rtol, self.method)
-        simulator = Simulator(model, chosen, rtol=self.rtol, atol=self.atol, max_steps=self.max_steps, adjoint="forward")
+        simulator = nominal_simulator(model, stacked, q0, arrays["theta"], arrays["initial"], arrays["given"],
+                                      method=self.method, rtol=self.rtol, atol=self.atol, max_steps=self.max_steps)
         preequilibrate = self.preequilibration(arrays) if arrays["has_pre"].any() else None
         fixed = {str(n): float(r["nominalValue"]) for n, r in table.iterrows() if int(r["estimate"]) != 1}
         spec = LikelihoodSpec(
@@ -470,16 +468,16 @@ class _Builder:
         pre_given = jnp.asarray(arrays["pre_given"])
         has_pre = jnp.asarray(arrays["has_pre"])
         reinitialised = jnp.asarray(arrays["given"])
-        from biotwin.likelihood import _initial_function
+        from biotwin.likelihood import initial_function
 
-        initial_function = _initial_function(model)
+        initial = initial_function(model)
         rtol, atol, max_steps = self.rtol, self.atol, self.max_steps
         no_inputs = jnp.zeros(compiled.n_inputs)
 
         def steady_state(theta: Any, y0: Any) -> tuple[Any, Any]:
             term = diffrax.ODETerm(lambda t, y, args: compiled.rhs(t, y, theta, no_inputs))
             solution = diffrax.diffeqsolve(
-                term, diffrax.Kvaerno5(), 0.0, PREEQUILIBRATION_HORIZON, None, y0,
+                term, implicit_solver(rtol, atol), 0.0, PREEQUILIBRATION_HORIZON, None, y0,
                 saveat=diffrax.SaveAt(t1=True),
                 stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
                 event=diffrax.Event(diffrax.steady_state_event(rtol=rtol, atol=atol)),
@@ -490,7 +488,7 @@ class _Builder:
 
         def preequilibrate(q: Any, thetas: Any, y0: Any) -> tuple[Any, Any]:
             theta_pre = q[pre_theta]
-            start = jnp.where(pre_given, q[pre_initial], jax.vmap(initial_function)(theta_pre))
+            start = jnp.where(pre_given, q[pre_initial], jax.vmap(initial)(theta_pre))
             steady, failed = jax.vmap(steady_state)(theta_pre, start)
             y_start = jnp.where(has_pre[:, None] & ~reinitialised, steady, y0)
             return y_start, has_pre & failed
@@ -591,11 +589,6 @@ def _number(value: Any) -> float | None:
 
 def _text(value: Any, default: str) -> str:
     return str(value).strip() if _present(value) else default
-
-
-def _initial_values(model: Model, theta: np.ndarray) -> np.ndarray:
-    values = dict(zip(model.parameter_names, theta))
-    return np.array([model.initial_value(s, values) if s in model.initial else 0.0 for s in model.states])
 
 
 def _log_prior(table: Any, names: Sequence[str], scales: Sequence[str]) -> Callable[[Any], Any] | None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from biotwin.errors import DataError
-from biotwin.io.files import atomic_write_text
+from biotwin.io.files import atomic_write, atomic_write_text
 
 FIT_FILE = "fit.json"
 PROFILES_FILE = "profiles.json"
@@ -104,14 +104,7 @@ def save_posterior(folder: str | Path, posterior: Any) -> tuple[Path, Path]:
     for name, values in posterior.samples.items():
         frame[name] = np.asarray(values).reshape(-1)
     frame["log_density"] = np.asarray(posterior.log_density).reshape(-1)
-    table_path = folder / POSTERIOR_FILE
-    folder.mkdir(parents=True, exist_ok=True)
-    temporary = table_path.with_name(f".{table_path.name}.tmp")
-    try:
-        frame.to_parquet(temporary, index=False)
-        temporary.replace(table_path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    table_path = atomic_write(folder / POSTERIOR_FILE, lambda temporary: frame.to_parquet(temporary, index=False))
     record = {
         "chains": chains, "draws": draws, "warmup": posterior.warmup, "divergences": posterior.divergences,
         "max_rhat": posterior.max_rhat, "min_ess_bulk": posterior.min_ess, "ess_per_second": posterior.ess_per_second,

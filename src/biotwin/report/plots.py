@@ -11,23 +11,24 @@ from biotwin.data import Dataset
 from biotwin.simulate import Solution
 
 
-def save_figure(figure, path: str | Path, dpi: int = 130) -> Path:
-    """Write a matplotlib figure to ``path`` (PNG or SVG by its suffix) through a temporary file, and close it.
+def pyplot():
+    """matplotlib's pyplot on the Agg backend: figures are written to files, never shown."""
+    import matplotlib
 
-    A failure while drawing or writing leaves nothing half-written at ``path``.
-    """
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    return plt
+
+
+def save_figure(figure, path: str | Path, dpi: int = 130) -> Path:
+    """Write a matplotlib figure to ``path`` (PNG or SVG by its suffix) atomically, and close it."""
+    from biotwin.io.files import atomic_write
+
     try:
-        figure.savefig(temporary, dpi=dpi)
-        temporary.replace(path)
+        return atomic_write(path, lambda temporary: figure.savefig(temporary, dpi=dpi))
     finally:
-        plt.close(figure)
-        temporary.unlink(missing_ok=True)
-    return path
+        pyplot().close(figure)
 
 
 def plot_fit(
@@ -40,11 +41,7 @@ def plot_fit(
     written to ``path`` (PNG or SVG by its suffix) through a temporary file, so a failure leaves
     nothing half-written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     path = Path(path)
     n = len(curves)
     columns = min(n, 3)
@@ -79,11 +76,7 @@ def plot_waterfall(calibration, path: str | Path, *, title: str | None = None) -
     Flat steps are local optima reached by several starts; the first step's width is the number
     of starts that converged to the best fit. Failed starts (infinite NLL) are marked at the top.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     values = calibration.waterfall - calibration.best_nll
     finite = np.isfinite(values)
     figure, axis = plt.subplots(figsize=(6.0, 3.8))

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from biotwin.report.plots import pyplot, save_figure
 
 if TYPE_CHECKING:
     from biotwin.infer import Posterior, Predictive
@@ -32,7 +34,7 @@ def plot_posterior(
     drawn as dashed lines. ``pairs`` (default: up to :data:`MAX_PAIRS` parameters) adds the
     lower triangle of scatter plots, which shows correlations the marginals hide.
     """
-    plt = _pyplot()
+    plt = pyplot()
     samples = posterior.samples
     names = list(samples)
     n = len(names)
@@ -80,7 +82,7 @@ def plot_posterior(
     figure.suptitle(f"{heading}: {posterior.chains} chains x {posterior.draws} draws, max R-hat {posterior.max_rhat:.3f}, "
                     f"min bulk ESS {posterior.min_ess:.0f}, {posterior.divergences} divergences", fontsize=9)
     figure.tight_layout()
-    return _save(plt, figure, path)
+    return save_figure(figure, path)
 
 
 def plot_predictive(predictive: Predictive, path: str | Path, *, title: str | None = None) -> Path:
@@ -89,7 +91,7 @@ def plot_predictive(predictive: Predictive, path: str | Path, *, title: str | No
     Per observable: the central band (``predictive.level``) as a shaded area, the median as a
     line and the measured values as dots, at the measurement times.
     """
-    plt = _pyplot()
+    plt = pyplot()
     measurements = predictive.measurements
     experiments = list(dict.fromkeys(measurements.experiment))
     observables = list(dict.fromkeys(measurements.observable))
@@ -115,26 +117,4 @@ def plot_predictive(predictive: Predictive, path: str | Path, *, title: str | No
     figure.suptitle(f"{title + ': ' if title and len(experiments) > 1 else ''}posterior predictive, "
                     f"{predictive.coverage:.0%} of the data inside the {predictive.level:.0%} bands", fontsize=9)
     figure.tight_layout()
-    return _save(plt, figure, path)
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(plt: Any, figure: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        figure.savefig(temporary, dpi=130)
-        temporary.replace(path)
-    finally:
-        plt.close(figure)
-        temporary.unlink(missing_ok=True)
-    return path
+    return save_figure(figure, path)

@@ -21,14 +21,12 @@ def plot_profiles(profiles: Profiles, path: str | Path, *, title: str | None = N
     When a profile found a better optimum than the one given, the figure says so. The figure is
     written to ``path`` (PNG or SVG by its suffix) through a temporary file.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     from biotwin.objective import from_scale
-    from biotwin.report.plots import save_figure
+    from biotwin.report.plots import pyplot, save_figure
+
+    plt = pyplot()
 
     path = Path(path)
     n = max(len(profiles), 1)
