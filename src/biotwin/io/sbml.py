@@ -21,11 +21,16 @@ because ``t`` is time in biotwin.
 Events, algebraic rules, delays, fast reactions, conversion factors, variable stoichiometry and
 non-constant compartments are not supported: reading a model with one raises
 :class:`~biotwin.errors.ModelError` naming the feature and the SBML id.
+
+:func:`write_sbml` writes a :class:`~biotwin.model.Model` as SBML Level 3 Version 2 that this
+reader, libRoadRunner and AMICI read back to the same ODE system (see its docstring for the
+conventions).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +40,7 @@ from typing import Any
 import sympy
 
 from biotwin.errors import ModelError
+from biotwin.io.files import atomic_write_text
 from biotwin.model import TIME, Model, Parameter
 
 AVOGADRO = 6.02214076e23
@@ -448,6 +454,9 @@ _SIMPLE = _table({
     "AST_FUNCTION_SINH": sympy.sinh, "AST_FUNCTION_COSH": sympy.cosh, "AST_FUNCTION_TANH": sympy.tanh,
     "AST_FUNCTION_ARCSIN": sympy.asin, "AST_FUNCTION_ARCCOS": sympy.acos, "AST_FUNCTION_ARCTAN": sympy.atan,
     "AST_FUNCTION_ARCSINH": sympy.asinh, "AST_FUNCTION_ARCCOSH": sympy.acosh, "AST_FUNCTION_ARCTANH": sympy.atanh,
+    "AST_FUNCTION_ARCCOT": sympy.acot, "AST_FUNCTION_ARCSEC": sympy.asec, "AST_FUNCTION_ARCCSC": sympy.acsc,
+    "AST_FUNCTION_COTH": sympy.coth, "AST_FUNCTION_SECH": sympy.sech, "AST_FUNCTION_CSCH": sympy.csch,
+    "AST_FUNCTION_ARCCOTH": sympy.acoth, "AST_FUNCTION_ARCSECH": sympy.asech, "AST_FUNCTION_ARCCSCH": sympy.acsch,
     "AST_FUNCTION_MAX": sympy.Max, "AST_FUNCTION_MIN": sympy.Min,
 })
 _RELATIONS = _table({
@@ -457,4 +466,288 @@ _RELATIONS = _table({
 })
 _LOGICAL = _table({
     "AST_LOGICAL_AND": sympy.And, "AST_LOGICAL_OR": sympy.Or, "AST_LOGICAL_NOT": sympy.Not, "AST_LOGICAL_XOR": sympy.Xor,
+})
+
+
+# ---------------------------------------------------------------------- writing
+#: The id of the one compartment :func:`write_sbml` writes (renamed apart from the model's names).
+COMPARTMENT = "compartment"
+
+
+def write_sbml(
+    model: Model,
+    path: str | Path | None = None,
+    *,
+    parameters: Mapping[str, float] | None = None,
+    initial: Mapping[str, float] | None = None,
+    observables: bool = True,
+) -> str:
+    """The model as an SBML Level 3 Version 2 document; also written to ``path`` (atomically) when given.
+
+    The document holds the ODE system dx/dt = f(x, theta, u, t) as SBML writes it without reactions:
+
+    * one compartment ``compartment`` of size 1;
+    * each state x_i a species in amounts (``hasOnlySubstanceUnits``) whose rate rule is
+      dx_i/dt = f_i, so that its symbol in any formula means x_i itself;
+    * each parameter theta_j a constant global parameter at its value from ``parameters``
+      (fitted values, by name) or else the model's default;
+    * each input u_k a constant global parameter at its value in ``parameters``, else 0: the level
+      u_k holds for the whole simulation (a PEtab condition may set it);
+    * each initial value from ``initial`` (a number per state), else the model's initial
+      expression: a number becomes the species' ``initialAmount``, an expression of parameters an
+      ``initialAssignment``; a state with neither raises :class:`ModelError`;
+    * with ``observables``, each observable y = g(x, theta) a non-constant parameter named after the
+      observable whose assignment rule is g (an observable that is a state of the same name is
+      that species and needs none).
+
+    Formulas are MathML: powers, exp/ln, the trigonometric and hyperbolic functions, abs, min,
+    max, floor, ceiling, Piecewise with relations and logic, ``t`` as SBML's time; Heaviside and
+    sign become piecewise expressions with the values SymPy gives them (H(0) = 1/2, sign(0) = 0).
+    Every number is written in full precision (Python's ``repr``), so reading the document back
+    with :func:`read_sbml` gives the same parameter values and right-hand sides to the last bit;
+    bounds, scales and observables are not part of SBML's ODE semantics and are not read back.
+    The document passes libsbml's consistency checks without errors (it declares no units, so
+    the unit checks warn).
+    """
+    import libsbml
+
+    values, input_values = _written_values(model, parameters)
+    initial_values = _written_initial(model, initial)
+    taken = {*model.states, *model.parameter_names, *model.inputs}
+    written_observables = []
+    if observables:
+        for observable in model.observables:
+            if observable.name in model.states and observable.expr == sympy.Symbol(observable.name):
+                continue
+            if observable.name in taken:
+                raise ModelError(
+                    f"observable '{observable.name}' has the name of a state, parameter or input, so it cannot be an SBML "
+                    "parameter of its own; rename the observable or write the model with observables=False"
+                )
+            taken.add(observable.name)
+            written_observables.append(observable)
+    writer = _Writer(taken)
+    compartment_id = writer.fresh(COMPARTMENT)
+
+    document = libsbml.SBMLDocument(3, 2)
+    sbml = document.createModel()
+    if model.name:
+        identifier = re.sub(r"\W", "_", model.name)
+        sbml.setId(identifier if re.match(r"[A-Za-z_]", identifier) else f"model_{identifier}")
+        sbml.setName(model.name)
+    compartment = sbml.createCompartment()
+    compartment.setId(compartment_id), compartment.setSize(1.0), compartment.setConstant(True)
+    compartment.setSpatialDimensions(3.0)
+    for state, rhs in zip(model.states, model.rhs):
+        species = sbml.createSpecies()
+        species.setId(state), species.setCompartment(compartment_id), species.setHasOnlySubstanceUnits(True)
+        species.setBoundaryCondition(False), species.setConstant(False)
+        start = initial_values[state]
+        if start.is_number:
+            writer.attribute(species, "species", "initialAmount", float(start))
+        else:
+            assignment = sbml.createInitialAssignment()
+            assignment.setSymbol(state), assignment.setMath(writer.math(start, f"initial value of '{state}'"))
+        rule = sbml.createRateRule()
+        rule.setVariable(state), rule.setMath(writer.math(rhs, f"d{state}/dt"))
+    for name, value in (*values.items(), *input_values.items()):
+        parameter = sbml.createParameter()
+        parameter.setId(name), parameter.setConstant(True)
+        writer.attribute(parameter, "parameter", "value", value)
+    for observable in written_observables:
+        parameter = sbml.createParameter()
+        parameter.setId(observable.name), parameter.setConstant(False)
+        rule = sbml.createAssignmentRule()
+        rule.setVariable(observable.name), rule.setMath(writer.math(observable.expr, f"observable '{observable.name}'"))
+    text = writer.text(document)
+    if path is not None:
+        atomic_write_text(path, text)
+    return text
+
+
+def _written_values(model: Model, parameters: Mapping[str, float] | None) -> tuple[dict[str, float], dict[str, float]]:
+    """Parameter values (defaults replaced by ``parameters``) and input levels (0 unless given)."""
+    given = dict(parameters or {})
+    known = (*model.parameter_names, *model.inputs)
+    for key, value in given.items():
+        if key not in known:
+            raise ModelError(Model.unknown_message("parameter or input", key, known))
+        if not math.isfinite(float(value)):
+            raise ModelError(f"the value of '{key}' is {value}; SBML needs a finite number")
+    values = {p.name: float(given.get(p.name, p.value)) for p in model.parameters}
+    return values, {u: float(given.get(u, 0.0)) for u in model.inputs}
+
+
+def _written_initial(model: Model, initial: Mapping[str, float] | None) -> dict[str, sympy.Expr]:
+    """Each state's initial value: the number in ``initial``, else the model's initial expression."""
+    given = dict(initial or {})
+    for key, value in given.items():
+        if key not in model.states:
+            raise ModelError(Model.unknown_message("state", key, model.states))
+        if not math.isfinite(float(value)):
+            raise ModelError(f"the initial value of '{key}' is {value}; SBML needs a finite number")
+    result = {}
+    for state in model.states:
+        if state in given:
+            result[state] = sympy.Float(float(given[state]))
+        elif state in model.initial:
+            result[state] = model.initial[state]
+        else:
+            raise ModelError(
+                f"state '{state}' has no initial value; give it (initial={{'{state}': ...}}) or add '{state}(0) = ...' "
+                "to the model"
+            )
+    return result
+
+
+class _Writer:
+    """SymPy expressions as libsbml ASTs, and every number written in full precision.
+
+    libsbml writes doubles with 15 significant digits. So each real number of a formula enters
+    the AST as a placeholder name and each real attribute is remembered; :meth:`text` replaces
+    them in the written document by ``repr`` of the float, which reads back to the same double.
+    """
+
+    def __init__(self, taken: set[str]) -> None:
+        self.taken = set(taken)
+        self.numbers: dict[str, float] = {}
+        self.attributes: list[tuple[str, str, str, float]] = []
+        self.prefix = "biotwin_number_"
+        while any(name.startswith(self.prefix) for name in self.taken):
+            self.prefix = "_" + self.prefix
+
+    def fresh(self, name: str) -> str:
+        """``name``, with underscores appended until no model symbol has it."""
+        while name in self.taken or name.startswith(self.prefix):
+            name += "_"
+        self.taken.add(name)
+        return name
+
+    def attribute(self, element: Any, tag: str, attribute: str, value: float) -> None:
+        getattr(element, "set" + attribute[0].upper() + attribute[1:])(value)
+        self.attributes.append((tag, element.getId(), attribute, value))
+
+    def number(self, value: float) -> Any:
+        import libsbml
+
+        name = f"{self.prefix}{len(self.numbers)}"
+        self.numbers[name] = float(value)
+        node = libsbml.ASTNode(libsbml.AST_NAME)
+        node.setName(name)
+        return node
+
+    def math(self, expr: Any, owner: str) -> Any:
+        """The libsbml AST of a SymPy expression; ``owner`` names what it is, for messages."""
+        import libsbml as L
+
+        def node(kind: int, *children: Any) -> Any:
+            result = L.ASTNode(kind)
+            for child in children:
+                result.addChild(child)
+            return result
+
+        def convert(e: Any) -> Any:
+            if e == TIME:
+                result = L.ASTNode(L.AST_NAME_TIME)
+                result.setName("time")
+                return result
+            if isinstance(e, sympy.Symbol):
+                result = L.ASTNode(L.AST_NAME)
+                result.setName(e.name)
+                return result
+            if isinstance(e, sympy.Integer):
+                if abs(int(e)) < 2**62:
+                    result = L.ASTNode(L.AST_INTEGER)
+                    result.setValue(int(e))
+                    return result
+                return self.number(float(e))
+            if isinstance(e, sympy.Rational):
+                return node(L.AST_DIVIDE, convert(sympy.Integer(e.p)), convert(sympy.Integer(e.q)))
+            if e is sympy.pi:
+                return L.ASTNode(L.AST_CONSTANT_PI)
+            if e is sympy.E:
+                return L.ASTNode(L.AST_CONSTANT_E)
+            if e is sympy.true or e is sympy.false:
+                return L.ASTNode(L.AST_CONSTANT_TRUE if e is sympy.true else L.AST_CONSTANT_FALSE)
+            if e.is_Number or e.is_NumberSymbol:
+                value = float(e)
+                if not math.isfinite(value):
+                    raise ModelError(f"the formula of {owner} contains the non-finite number {e}; SBML cannot hold it")
+                return self.number(value)
+            if isinstance(e, sympy.Add):
+                return node(L.AST_PLUS, *(convert(a) for a in e.args))
+            if isinstance(e, sympy.Mul):
+                return product(e)
+            if isinstance(e, sympy.Pow):
+                return node(L.AST_POWER, convert(e.base), convert(e.exp))
+            if isinstance(e, sympy.Piecewise):
+                children = []
+                for value, condition in e.args:
+                    children.append(convert(value))
+                    if condition is not sympy.true:
+                        children.append(convert(condition))
+                return node(L.AST_FUNCTION_PIECEWISE, *children)
+            if isinstance(e, sympy.Heaviside):
+                x = e.args[0]
+                return convert(sympy.Piecewise((0, x < 0), (e.args[1], sympy.Eq(x, 0)), (1, True)))
+            if isinstance(e, sympy.sign):
+                x = e.args[0]
+                return convert(sympy.Piecewise((-1, x < 0), (1, x > 0), (0, True)))
+            kind = _AST_OF.get(e.func)
+            if kind is None:
+                raise ModelError(f"the formula of {owner} uses '{e.func.__name__}', which cannot be written in SBML")
+            return node(kind, *(convert(a) for a in e.args))
+
+        def product(e: Any) -> Any:
+            # a*b/(c*d) as a division, -x as a negation: the MathML reads as the formula was written.
+            numerator, denominator = [], []
+            for factor in e.args:
+                if isinstance(factor, sympy.Rational) and not isinstance(factor, sympy.Integer):
+                    numerator += [sympy.Integer(factor.p)] if factor.p != 1 else []
+                    denominator.append(sympy.Integer(factor.q))
+                elif isinstance(factor, sympy.Pow) and factor.exp.is_number and factor.exp.is_negative:
+                    denominator.append(factor.base ** -factor.exp)
+                else:
+                    numerator.append(factor)
+            negative = bool(numerator) and numerator[0] == -1
+            if negative:
+                numerator = numerator[1:]
+            top = node(L.AST_TIMES, *(convert(f) for f in numerator)) if len(numerator) > 1 else \
+                convert(numerator[0] if numerator else sympy.Integer(1))
+            if denominator:
+                bottom = node(L.AST_TIMES, *(convert(f) for f in denominator)) if len(denominator) > 1 else \
+                    convert(denominator[0])
+                top = node(L.AST_DIVIDE, top, bottom)
+            return node(L.AST_MINUS, top) if negative else top
+
+        return convert(sympy.sympify(expr))
+
+    def text(self, document: Any) -> str:
+        """The written document with every number in full precision, checked by libsbml."""
+        import libsbml
+
+        text = libsbml.writeSBMLToString(document)
+        for tag, identifier, attribute, value in self.attributes:
+            pattern = rf'(<{tag}\b[^>]*?\bid="{re.escape(identifier)}"[^>]*?\b{attribute}=")[^"]*(")'
+            text, count = re.subn(pattern, lambda m, v=value: m.group(1) + repr(v) + m.group(2), text, count=1)
+            assert count == 1, f"no {attribute} attribute for {tag} '{identifier}' in the written SBML"
+        text = re.sub(
+            rf"<ci>\s*({re.escape(self.prefix)}\d+)\s*</ci>",
+            lambda m: f"<cn> {self.numbers[m.group(1)]!r} </cn>",
+            text,
+        )
+        check = libsbml.readSBMLFromString(text)
+        check.setConsistencyChecks(libsbml.LIBSBML_CAT_UNITS_CONSISTENCY, False)
+        check.checkConsistency()
+        for i in range(check.getNumErrors()):
+            error = check.getError(i)
+            if error.getSeverity() >= libsbml.LIBSBML_SEV_ERROR:
+                raise ModelError(f"the model does not make valid SBML: {' '.join(error.getMessage().split())}")
+        return text
+
+
+_AST_OF: Mapping[Any, int] = MappingProxyType({
+    **{function: kind for kind, function in _SIMPLE.items()},
+    **{relation: kind for kind, relation in _RELATIONS.items()},
+    **{logical: kind for kind, logical in _LOGICAL.items()},
 })
