@@ -308,6 +308,7 @@ def implicit_solver(rtol: float, atol: float, kind: Any = None) -> Any:
     return (kind or diffrax.Kvaerno5)(root_finder=optimistix.Newton(rtol=rtol, atol=atol))
 
 
+@lru_cache(maxsize=64)
 def simulator(model: Model, method: str = EXPLICIT_METHOD, rtol: float = 1e-6, atol: float = 1e-9,
               adjoint: Adjoint = "reverse") -> Simulator:
     """A cached :class:`Simulator`: one compilation per model, solver and tolerance."""
@@ -343,20 +344,51 @@ def explicit_method(rtol: float) -> str:
     return TIGHT_EXPLICIT_METHOD if rtol < TIGHT_RTOL else EXPLICIT_METHOD
 
 
+def solve_batch(
+    model: Model, theta: np.ndarray, y0: np.ndarray, plan: Plan, method: str = "auto", rtol: float = 1e-6,
+    atol: float = 1e-9,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Solve with the chosen (or automatic) method, batched over any argument with a leading axis.
+
+    Returns ``(states, observables, status, t_stop)`` as :meth:`Simulator.__call__` does, without
+    raising for failed members. With ``method="auto"`` the explicit method is tried first (unless
+    the Jacobian at the first member's start says the system is stiff) and the members that run
+    out of steps are solved again with the implicit method.
+    """
+    if method != "auto":
+        return simulator(model, method, rtol, atol)(theta, y0, plan)
+    span = float(np.max(np.asarray(plan.boundaries)[..., -1] - np.asarray(plan.boundaries)[..., 0]))
+    if is_stiff(model, theta, y0, span):
+        return simulator(model, STIFF_METHOD, rtol, atol)(theta, y0, plan)
+    states, observables, status, t_stop = simulator(model, explicit_method(rtol), rtol, atol)(theta, y0, plan)
+    exhausted = np.atleast_1d(status) == STEPS_EXHAUSTED
+    if not exhausted.any():
+        return states, observables, status, t_stop
+    if np.ndim(status) == 0:
+        return simulator(model, STIFF_METHOD, rtol, atol)(theta, y0, plan)
+    # Only the members that ran out of steps are solved again, in one smaller batch.
+    rows = np.flatnonzero(exhausted)
+
+    theta_axis, y0_axis = np.ndim(theta) == 2, np.ndim(y0) == 2
+    plan_batched = np.ndim(plan.save_times) == 2
+    again = simulator(model, STIFF_METHOD, rtol, atol)(
+        theta[rows] if theta_axis else theta, y0[rows] if y0_axis else y0,
+        Plan(*(np.asarray(a)[rows] for a in plan)) if plan_batched else plan,
+    )
+    if not (theta_axis or y0_axis or plan_batched):
+        return again
+    results = [np.array(a, copy=True) for a in (states, observables, status, t_stop)]
+    for whole, part in zip(results, again):
+        whole[rows] = part
+    return tuple(results)  # type: ignore[return-value]
+
+
 def _solve_checked(
     model: Model, theta: np.ndarray, y0: np.ndarray, plan: Plan, method: str, rtol: float, atol: float,
     labels: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Solve with the chosen (or automatic) method; raise :class:`SolverError` if it fails."""
-    if method == "auto":
-        span = float(np.max(np.asarray(plan.boundaries)[..., -1] - np.asarray(plan.boundaries)[..., 0]))
-        method = STIFF_METHOD if is_stiff(model, theta, y0, span) else explicit_method(rtol)
-        states, observables, status, t_stop = simulator(model, method, rtol, atol)(theta, y0, plan)
-        if method != STIFF_METHOD and np.any(status == STEPS_EXHAUSTED):
-            method = STIFF_METHOD
-            states, observables, status, t_stop = simulator(model, method, rtol, atol)(theta, y0, plan)
-    else:
-        states, observables, status, t_stop = simulator(model, method, rtol, atol)(theta, y0, plan)
+    states, observables, status, t_stop = solve_batch(model, theta, y0, plan, method, rtol, atol)
     failed = np.flatnonzero(np.atleast_1d(status) != OK)
     if failed.size:
         i = int(failed[0])
@@ -368,7 +400,7 @@ def _solve_checked(
                 f"at t={when:.6g}{where}; check the parameters and initial state"
             )
         raise SolverError(
-            f"the {method} solver could not advance past t={when:.6g}{where}: the state may leave the model's "
+            f"the solver ({method}) could not advance past t={when:.6g}{where}: the state may leave the model's "
             "domain there (a root or log of a negative number is NaN), or the system is too stiff or the "
             "tolerances too tight (try --method kvaerno5 or a looser --rtol)"
         )
