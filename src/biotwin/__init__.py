@@ -34,7 +34,9 @@ _EXPORTS = {
     "Objective": "biotwin.objective",
     "dataset_objective": "biotwin.likelihood",
     "load_petab": "biotwin.io.petab",
+    "write_petab": "biotwin.io.petab",
     "read_sbml": "biotwin.io.sbml",
+    "write_sbml": "biotwin.io.sbml",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -45,8 +47,8 @@ if TYPE_CHECKING:
     from biotwin.errors import BiotwinError, DataError, ModelError, SolverError
     from biotwin.fit import Calibration, fit, multistart
     from biotwin.identify import Profiles, profile
-    from biotwin.io.petab import load_petab
-    from biotwin.io.sbml import read_sbml
+    from biotwin.io.petab import load_petab, write_petab
+    from biotwin.io.sbml import read_sbml, write_sbml
     from biotwin.likelihood import dataset_objective
     from biotwin.objective import Objective
     from biotwin.io.csv import read_csv

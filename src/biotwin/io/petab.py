@@ -23,11 +23,18 @@ simulation condition sets.
 Not supported (a :class:`~biotwin.errors.ModelError` says so): measurements at time ``inf``
 (steady-state data), noise distributions other than normal and Laplace, more than one model,
 and what :mod:`biotwin.io.sbml` does not read.
+
+:func:`write_petab` writes a model and a :class:`~biotwin.data.Dataset` as a PEtab problem whose
+negative log-likelihood is that of :func:`~biotwin.likelihood.dataset_objective`.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import re
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,13 +46,22 @@ import sympy
 
 from biotwin.data import Dataset, Experiment
 from biotwin.errors import DataError, ModelError
-from biotwin.io.sbml import SbmlModel, import_sbml
+from biotwin.io.sbml import (
+    COMPARTMENT,
+    SbmlModel,
+    as_piecewise,
+    import_sbml,
+    write_sbml,
+)
 from biotwin.likelihood import (
     DEFAULT_SIGMA_FLOOR,
     DISTRIBUTIONS,
+    PROPORTIONAL_FLOOR,
     LikelihoodSpec,
     ParameterVector,
     compile_objective,
+    dataset_objective,
+    given_initial_values,
     nominal_simulator,
 )
 from biotwin.model import TIME, Model
@@ -653,3 +669,288 @@ def _log_prior(table: Any, names: Sequence[str], scales: Sequence[str]) -> Calla
         return total
 
     return log_prior
+
+
+# ---------------------------------------------------------------------- writing
+#: The files of a problem written by :func:`write_petab`, in its folder.
+PETAB_FILES = MappingProxyType({
+    "yaml": "problem.yaml", "sbml": "model.xml", "conditions": "conditions.tsv",
+    "measurements": "measurements.tsv", "observables": "observables.tsv", "parameters": "parameters.tsv",
+})
+
+
+def write_petab(
+    model: Model,
+    dataset: Dataset,
+    folder: str | Path,
+    *,
+    noise: str = "normal",
+    parameters: Mapping[str, float] | None = None,
+    sigma: float | Mapping[str, float] | None = None,
+) -> Path:
+    """Write ``model`` and ``dataset`` as a PEtab (format version 1) problem in ``folder``; returns its YAML file.
+
+    The problem's negative log-likelihood is that of
+    :func:`~biotwin.likelihood.dataset_objective` with the same ``noise`` and ``sigma``:
+
+    * the model is :func:`~biotwin.io.sbml.write_sbml`'s SBML at the values in ``parameters``
+      (fitted values by name; model defaults otherwise), without observables, which live in the
+      observable table;
+    * one condition per experiment (its id is the experiment's name made a valid identifier, its
+      ``conditionName`` the name itself), with a column for every parameter an experiment
+      overrides, every initial state an experiment gives (its override, or its first measurement
+      when the model has no initial value for it; empty: the model's initial value) and every
+      input an experiment sets (its level, which must be constant; 0 where it sets none);
+    * measurements at times relative to each experiment's start (PEtab starts every simulation at
+      t = 0), so a model whose equations use ``t`` needs experiments that start at 0;
+    * one observable per measured observable, its id the observable's name unless that is an SBML
+      id (a state observed as itself is ``obs_<state>``), its formula h the model's, with the noise
+      ``noise``: normal, sigma_j; lognormal, transformation ``log`` and sigma_j; proportional,
+      sigma_j max(|h|, delta_j) with delta_j = 1e-8 max|y_j| as in ``dataset_objective`` (h
+      written out, since a PEtab v1 noise formula cannot name its observable);
+    * the parameter table: every model parameter with its scale, bounds and nominal value,
+      estimated (``estimate`` 1) when its bounds are finite, else fixed; a parameter that some
+      experiment overrides is a condition-table column, so the others refer to the estimated
+      ``<name>_estimated`` in its place; then ``sigma_<observable>`` on the log10 scale with
+      ``dataset_objective``'s bounds and start (fixed at ``sigma`` where that gives it).
+
+    Doses and time-varying inputs need SBML events, which PEtab v1 problems here cannot hold:
+    an experiment with one raises :class:`ModelError`. The files are written into a staging
+    folder renamed to ``folder`` at the end, so an error leaves nothing half-written; an existing
+    ``folder`` is replaced only when it holds nothing but the files of a PEtab export.
+    """
+    import pandas as pd
+    import yaml
+
+    folder = Path(folder)
+    levels = {e.name: _constant_inputs(model, e) for e in dataset}
+    bounded = [p.name for p in model.parameters if math.isfinite(p.lower) and math.isfinite(p.upper)]
+    objective = dataset_objective(model, dataset, noise=noise, estimate=bounded, sigma=sigma)
+    observables = dataset.observables
+    sigma_names = {o: f"sigma_{o}" for o in observables}
+    values = _written_parameters(model, objective, parameters, tuple(sigma_names.values()))
+
+    names = _Names({*model.states, *model.parameter_names, *model.inputs, COMPARTMENT, *sigma_names.values()})
+    overridden = [p for p in model.parameter_names if any(p in e.overrides for e in dataset)]
+    proxy = {p: names.fresh(f"{p}_estimated") for p in overridden if p in bounded}
+    observable_ids = {o: names.fresh(f"obs_{o}" if o in names.taken else o) for o in observables}
+    condition_ids = {e.name: names.fresh(_identifier(e.name)) for e in dataset}
+
+    initial = {e.name: given_initial_values(model, e) for e in dataset}
+    state_columns = [s for s in model.states if any(s in given for given in initial.values())]
+    input_columns = [u for u in model.inputs if any(u in given for given in levels.values())]
+    conditions, measurements = [], []
+    for e in dataset:
+        row: dict[str, Any] = {"conditionId": condition_ids[e.name], "conditionName": e.name}
+        for p in overridden:
+            row[p] = e.overrides.get(p, proxy.get(p, values[p]))
+        row.update({s: initial[e.name].get(s, math.nan) for s in state_columns})
+        row.update({u: levels[e.name].get(u, 0.0) for u in input_columns})
+        conditions.append(row)
+        start = e.start
+        for i, t in enumerate(e.times):
+            for k, o in enumerate(observables):
+                if not math.isnan(e.values[i, k]):
+                    measurements.append({"observableId": observable_ids[o], "simulationConditionId": condition_ids[e.name],
+                                         "time": float(t) - start, "measurement": float(e.values[i, k])})
+
+    observable_rows = []
+    for o in observables:
+        sigma_j = sigma_names[o]
+        formula = _petab_math(next(ob.expr for ob in model.observables if ob.name == o))
+        if noise == "proportional":
+            # PEtab v1 noise formulas cannot name the observable: they repeat its formula.
+            measured = np.concatenate([e.observed(o)[1] for e in dataset])
+            floor = (PROPORTIONAL_FLOOR * float(np.max(np.abs(measured))) if measured.size else 0.0) or PROPORTIONAL_FLOOR
+            noise_formula = f"{sigma_j} * max(abs({formula}), {floor!r})"
+        else:
+            noise_formula = sigma_j
+        observable_rows.append({
+            "observableId": observable_ids[o], "observableName": o, "observableFormula": formula,
+            "observableTransformation": "log" if noise == "lognormal" else "lin",
+            "noiseFormula": noise_formula, "noiseDistribution": "normal",
+        })
+
+    parameter_rows = []
+    for p in model.parameters:
+        if p.name in overridden and p.name not in proxy:
+            continue  # fixed, and every condition gives its value
+        parameter_rows.append({
+            "parameterId": proxy.get(p.name, p.name), "parameterName": p.name, "parameterScale": p.scale,
+            "lowerBound": p.lower, "upperBound": p.upper, "nominalValue": values[p.name], "estimate": int(p.name in bounded),
+        })
+    for o in observables:
+        name = sigma_names[o]
+        if name in objective.names:
+            k = objective.names.index(name)
+            lower, upper = (float(from_scale(objective.lower[k], "log10")), float(from_scale(objective.upper[k], "log10")))
+        else:
+            lower = upper = values[name]
+        parameter_rows.append({
+            "parameterId": name, "parameterName": f"noise scale of {o}", "parameterScale": "log10",
+            "lowerBound": lower, "upperBound": upper, "nominalValue": values[name], "estimate": int(name in objective.names),
+        })
+
+    # Everything is known: now the files, in a staging folder published at once.
+    sbml_initial = {s: next(g[s] for g in initial.values() if s in g) for s in model.states if s not in model.initial}
+    sbml_values = {p: v for p, v in values.items() if p in model.parameter_names}
+    tables = {
+        "conditions": pd.DataFrame(conditions, columns=["conditionId", "conditionName", *overridden, *state_columns,
+                                                        *input_columns]),
+        "measurements": pd.DataFrame(measurements, columns=["observableId", "simulationConditionId", "time", "measurement"]),
+        "observables": pd.DataFrame(observable_rows),
+        "parameters": pd.DataFrame(parameter_rows),
+    }
+    description = {
+        "format_version": 1,
+        "parameter_file": PETAB_FILES["parameters"],
+        "problems": [{
+            "sbml_files": [PETAB_FILES["sbml"]],
+            "condition_files": [PETAB_FILES["conditions"]],
+            "measurement_files": [PETAB_FILES["measurements"]],
+            "observable_files": [PETAB_FILES["observables"]],
+        }],
+    }
+    sbml_text = write_sbml(model, parameters=sbml_values, initial=sbml_initial, observables=False)
+
+    def write(staging: Path) -> None:
+        (staging / PETAB_FILES["sbml"]).write_text(sbml_text, encoding="utf-8")
+        for key, frame in tables.items():
+            frame.to_csv(staging / PETAB_FILES[key], sep="\t", index=False, na_rep="")
+        (staging / PETAB_FILES["yaml"]).write_text(yaml.safe_dump(description, sort_keys=False), encoding="utf-8")
+
+    _publish(folder, write, set(PETAB_FILES.values()))
+    return folder / PETAB_FILES["yaml"]
+
+
+class _Names:
+    """Identifiers handed out once each, renamed apart from the ``taken`` ones with underscores."""
+
+    def __init__(self, taken: set[str]) -> None:
+        self.taken = set(taken)
+
+    def fresh(self, name: str) -> str:
+        while name in self.taken:
+            name += "_"
+        self.taken.add(name)
+        return name
+
+
+def _identifier(name: str) -> str:
+    """A PEtab identifier ([A-Za-z_][A-Za-z0-9_]*) made from an experiment's name."""
+    identifier = re.sub(r"\W", "_", name, flags=re.ASCII)
+    return identifier if re.match(r"[A-Za-z_]", identifier) else f"condition_{identifier}"
+
+
+def _constant_inputs(model: Model, experiment: Experiment) -> dict[str, float]:
+    """The level of each input the experiment sets, checked to be constant over the experiment.
+
+    Raises :class:`ModelError` for what a PEtab v1 condition cannot hold: doses, infusions,
+    inputs that switch during the experiment, and a start other than 0 when the equations use t.
+    """
+    name = experiment.name
+    if experiment.doses:
+        dose = experiment.doses[0]
+        raise ModelError(
+            f"experiment '{name}' has doses (e.g. {dose.amount!r} into '{dose.state}' at t={dose.time!r}), which PEtab "
+            "v1 can only hold as SBML events; export the experiments without doses"
+        )
+    start, end = experiment.start, float(experiment.times[-1])
+    uses_time = any(TIME in e.free_symbols for e in (*model.rhs, *(o.expr for o in model.observables)))
+    if start != 0 and uses_time:
+        raise ModelError(
+            f"experiment '{name}' starts at t={start!r} but PEtab starts every simulation at 0 and the model's "
+            "equations use t; give the experiment t0=0"
+        )
+    levels = {}
+    for signal in experiment.inputs:
+        if signal.name not in model.inputs:
+            raise ModelError(
+                f"experiment '{name}' infuses into '{signal.name}', which PEtab v1 can only hold as SBML events; "
+                "declare the infusion rate as a model input or export the experiments without it"
+            )
+        level = signal(start)
+        switches = [t for t in signal.times if start < t <= end and signal(t) != level]
+        if switches:
+            raise ModelError(
+                f"experiment '{name}' switches input '{signal.name}' at t={switches[0]!r}; PEtab v1 conditions hold "
+                "constant inputs only (time-varying inputs need SBML events), so split the experiment at its switches"
+            )
+        levels[signal.name] = level
+    return levels
+
+
+def _written_parameters(model: Model, objective: Objective, parameters: Mapping[str, float] | None,
+                        sigma_names: Sequence[str]) -> dict[str, float]:
+    """Nominal values, linear scale: ``parameters`` where given, else the model's and the objective's starts."""
+    given = {str(k): float(v) for k, v in dict(parameters or {}).items()}
+    known = (*model.parameter_names, *sigma_names)
+    for key, value in given.items():
+        if key not in known:
+            raise ModelError(Model.unknown_message("parameter", key, known))
+        if not math.isfinite(value):
+            raise ModelError(f"the value of '{key}' is {value}; give a finite number")
+    starts = {**objective.values(objective.nominal), **objective.fixed}
+    values = {p.name: given.get(p.name, p.value) for p in model.parameters}
+    for name in sigma_names:
+        values[name] = objective.fixed[name] if name in objective.fixed else given.get(name, starts[name])
+    return values
+
+
+def _petab_math(expr: sympy.Expr) -> str:
+    """PEtab math text of a SymPy expression: exact floats, ``time``, ``==`` and ``&&``."""
+    from petab.v1.math.printer import PetabStrPrinter
+
+    class Printer(PetabStrPrinter):
+        def _print_Float(self, e: Any) -> str:
+            return repr(float(e))
+
+        def _print_Symbol(self, e: Any) -> str:
+            return "time" if e == TIME else e.name
+
+        def _print_Relational(self, e: Any) -> str:
+            return f"{self._print(e.lhs)} {e.rel_op} {self._print(e.rhs)}"
+
+        def _print_And(self, e: Any) -> str:
+            return " && ".join(f"({self._print(a)})" for a in e.args)
+
+        def _print_Or(self, e: Any) -> str:
+            return " || ".join(f"({self._print(a)})" for a in e.args)
+
+        def _print_Not(self, e: Any) -> str:
+            return f"!({self._print(e.args[0])})"
+
+    return Printer().doprint(as_piecewise(expr))
+
+
+def _publish(folder: Path, write: Callable[[Path], None], names: set[str]) -> None:
+    """Let ``write`` fill a staging folder next to ``folder``, then rename it to ``folder``.
+
+    An existing ``folder`` is replaced only when it holds nothing but files in ``names``; it is
+    moved aside first and removed once the new folder is in place.
+    """
+    if folder.exists():
+        if not folder.is_dir():
+            raise DataError(f"{folder} is a file; give a folder for the PEtab problem")
+        others = sorted(p.name for p in folder.iterdir() if p.name not in names)
+        if others:
+            raise DataError(
+                f"{folder} already holds files other than a PEtab export (e.g. '{others[0]}'); give a new or empty folder"
+            )
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    old = None
+    try:
+        write(staging)
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
+            os.replace(folder, old / folder.name)
+        os.replace(staging, folder)
+    except BaseException:
+        if old is not None and not folder.exists():
+            os.replace(old / folder.name, folder)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

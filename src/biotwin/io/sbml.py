@@ -565,6 +565,20 @@ def write_sbml(
     return text
 
 
+def as_piecewise(expr: sympy.Expr) -> sympy.Expr:
+    """``expr`` with Heaviside and sign written as piecewise functions, which SBML and PEtab know.
+
+    H(x) = 0 for x < 0, H0 at x = 0 (SymPy's default 1/2) and 1 for x > 0; sign(x) = -1, 0, 1.
+    """
+    def heaviside(x: sympy.Expr, *at_zero: sympy.Expr) -> sympy.Expr:
+        return sympy.Piecewise((0, x < 0), (at_zero[0] if at_zero else sympy.S.Half, sympy.Eq(x, 0)), (1, True))
+
+    def sign(x: sympy.Expr) -> sympy.Expr:
+        return sympy.Piecewise((-1, x < 0), (1, x > 0), (0, True))
+
+    return expr.replace(sympy.Heaviside, heaviside).replace(sympy.sign, sign)
+
+
 def _written_values(model: Model, parameters: Mapping[str, float] | None) -> tuple[dict[str, float], dict[str, float]]:
     """Parameter values (defaults replaced by ``parameters``) and input levels (0 unless given)."""
     given = dict(parameters or {})
@@ -687,12 +701,6 @@ class _Writer:
                     if condition is not sympy.true:
                         children.append(convert(condition))
                 return node(L.AST_FUNCTION_PIECEWISE, *children)
-            if isinstance(e, sympy.Heaviside):
-                x = e.args[0]
-                return convert(sympy.Piecewise((0, x < 0), (e.args[1], sympy.Eq(x, 0)), (1, True)))
-            if isinstance(e, sympy.sign):
-                x = e.args[0]
-                return convert(sympy.Piecewise((-1, x < 0), (1, x > 0), (0, True)))
             kind = _AST_OF.get(e.func)
             if kind is None:
                 raise ModelError(f"the formula of {owner} uses '{e.func.__name__}', which cannot be written in SBML")
@@ -720,7 +728,7 @@ class _Writer:
                 top = node(L.AST_DIVIDE, top, bottom)
             return node(L.AST_MINUS, top) if negative else top
 
-        return convert(sympy.sympify(expr))
+        return convert(as_piecewise(sympy.sympify(expr)))
 
     def text(self, document: Any) -> str:
         """The written document with every number in full precision, checked by libsbml."""
