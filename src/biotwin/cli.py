@@ -343,6 +343,13 @@ def _calibrated(target: Path, data: Path | None, noise: str, output: Path | None
 
     problem = named(target, data, noise=noise)
     folder = output if output is not None else (target if target.is_dir() else None)
+    if folder is not None and problem.petab is None and not (folder / "twin.json").exists() and (
+            not folder.exists() or not any(folder.iterdir())):
+        # A model file with its data becomes a twin folder, which virtual experiments and reports read.
+        from biotwin.io.twin import save_twin
+        from biotwin.twin import Twin
+
+        save_twin(Twin(problem.model(), problem.dataset()), folder)
     with errors.status(f"compiling {problem.name}…"):
         objective = problem.objective()
     best = load_best_fit(folder, objective, problem) if reuse and folder is not None else None
@@ -464,6 +471,78 @@ def infer(
         written.append(plot_predictive(bands, folder / "predictive.png", title=problem.name))
         errors.print(f"{100 * bands.coverage:.0f} % of the measurements lie inside their 90 % predictive band")
         errors.print("wrote " + ", ".join(str(p) for p in written))
+
+
+# ---------------------------------------------------------------------- virtual experiments
+TwinFolder = Annotated[Path, typer.Argument(metavar="TWIN", help="A twin folder (from discover, or fit/infer with -o).")]
+
+
+@app.command()
+@user_errors
+def predict(
+    twin_folder: TwinFolder,
+    scenarios: Annotated[Path, typer.Argument(help="Scenario file (YAML): horizon, doses, knock-outs, ... per scenario.")],
+    draws: Annotated[int, typer.Option(help="Posterior draws to forecast over (all when the posterior has fewer).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the choice of draws.")] = 0,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Folder for forecasts.json/.csv and the plot (default: the twin folder).")] = None,
+    png: Annotated[bool, typer.Option("--png/--no-png", help="Plot the forecasts to forecasts.png.")] = True,
+) -> None:
+    """Virtual experiments: forecast each scenario over the twin's posterior, with 50% and 90% bands.
+
+    Every scenario runs over the same posterior draws (or the best fit when the twin has no
+    posterior), so the comparisons the file asks for are effects with their own uncertainty.
+    Writes forecasts.json (read by 'biotwin report'), forecasts.csv and forecasts.png.
+    """
+    import json
+
+    from biotwin.experiment import compare, read_scenarios
+    from biotwin.io.files import atomic_write_text
+    from biotwin.io.twin import load_twin
+    from biotwin.progress import rich_progress
+
+    twin = load_twin(twin_folder)
+    plan = read_scenarios(scenarios)
+    for scenario in plan.scenarios:
+        scenario.check(twin.model)
+    forecasts = {}
+    with rich_progress(errors, f"forecasting {len(plan.scenarios)} scenario(s)") as progress:
+        for k, scenario in enumerate(plan.scenarios):
+            forecasts[scenario.name] = twin.simulate(scenario, draws=draws, seed=seed)
+            progress(k + 1, len(plan.scenarios), scenario.name)
+    first = next(iter(forecasts.values()))
+    table = Table(title=f"{twin_folder.name}: forecasts over {first.draws} {first.source} draw(s)",
+                  caption="median [5 %, 95 %] at the horizon")
+    quantities = first.quantities
+    for column in ("scenario", *quantities, "failed draws"):
+        table.add_column(column, justify="left" if column == "scenario" else "right")
+    for name, forecast in forecasts.items():
+        cells = []
+        for quantity in quantities:
+            bands = forecast.bands(quantity)
+            cells.append(f"{bands['median'][-1]:.4g} [{bands['q05'][-1]:.4g}, {bands['q95'][-1]:.4g}]")
+        failed = f"[red]{forecast.n_failed}[/]" if forecast.n_failed else "0"
+        table.add_row(name, *cells, failed)
+    console.print(table)
+    differences = [compare(forecasts[c.scenario], forecasts[c.baseline], c.quantity, c.time) for c in plan.comparisons]
+    for difference in differences:
+        console.print(f"  {difference.text} (90 % interval over {difference.draws} paired draws)", highlight=False)
+    for forecast in forecasts.values():
+        if forecast.n_failed:
+            errors.print(f"[yellow]warning:[/] scenario '{forecast.scenario.name}': {forecast.n_failed} of "
+                         f"{forecast.draws} draws failed ({forecast.failures[0]}); bands use the rest", highlight=False)
+    folder = output or twin_folder
+    record = {"scenarios": {name: f.to_record() for name, f in forecasts.items()},
+              "comparisons": [d.to_record() for d in differences]}
+    import pandas as pd
+
+    written = [atomic_write_text(folder / "forecasts.json", json.dumps(record, indent=1) + "\n"),
+               atomic_write_text(folder / "forecasts.csv",
+                                 pd.concat([f.to_frame() for f in forecasts.values()]).to_csv(index=False))]
+    if png:
+        from biotwin.report.forecasts import plot_forecasts
+
+        written.append(plot_forecasts(forecasts, folder / "forecasts.png", time_unit=twin.dataset.time_unit))
+    errors.print("wrote " + ", ".join(str(p) for p in written))
 
 
 # ---------------------------------------------------------------------- biotwin bench ...

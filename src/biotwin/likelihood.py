@@ -60,6 +60,8 @@ from biotwin.simulate import (
 
 #: The noise models of :func:`dataset_objective`.
 NOISE_MODELS = ("normal", "lognormal", "proportional")
+#: The estimated noise scale of observable j is the parameter ``sigma_<j>``.
+NOISE_PREFIX = "sigma_"
 #: Distributions of the transformed measurement (PEtab's ``noiseDistribution``).
 DISTRIBUTIONS = ("normal", "laplace")
 #: Bounds of an estimated noise parameter sigma_j, relative to its reference size s_j (the
@@ -466,7 +468,7 @@ def dataset_objective(
     for key, value in fixed_sigma.items():
         if not (math.isfinite(value) and value > 0):
             raise ModelError(f"the noise scale of '{key}' must be positive and finite, got {value}")
-    sigma_names = {o: f"sigma_{o}" for o in observables}
+    sigma_names = {o: f"{NOISE_PREFIX}{o}" for o in observables}
     clash = [s for o, s in sigma_names.items() if o not in fixed_sigma and s in names]
     if clash:
         raise ModelError(f"the model has a parameter '{clash[0]}', which is the name of a noise parameter; rename it")

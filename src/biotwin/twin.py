@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from biotwin.data import Dataset
 from biotwin.model import Model
+
+if TYPE_CHECKING:
+    from biotwin.experiment import Forecast, ParameterDraws, Scenario
 
 
 @dataclass(frozen=True, eq=False)
@@ -20,13 +23,37 @@ class Twin:
     """A model (its parameter defaults at the fitted values), its data, and the discovery record.
 
     ``discovery`` holds the Pareto front and inclusion probabilities as plain data (see
-    :func:`discovery_record`); ``initial`` each experiment's fitted initial state.
+    :func:`discovery_record`); ``initial`` each experiment's fitted initial state; ``fit`` the
+    maximum-likelihood values of a calibration (``fit.json``), and ``posterior`` the posterior
+    draws of ``biotwin infer`` (``posterior.parquet``), when the twin has them.
     """
 
     model: Model
     dataset: Dataset
     discovery: Mapping[str, Any] = field(default_factory=dict)
     initial: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    fit: Mapping[str, float] = field(default_factory=dict)
+    posterior: ParameterDraws | None = None
+
+    def draws(self, count: int | None = 1000, seed: int = 0) -> ParameterDraws:
+        """The parameter sets forecasts run over: up to ``count`` posterior draws, else the best fit, else the model's values."""
+        from biotwin.experiment import ParameterDraws
+
+        if self.posterior is not None:
+            return self.posterior.subsample(count, seed)
+        if self.fit:
+            return ParameterDraws.point(dict(self.fit), "best fit")
+        return ParameterDraws.point({p.name: p.value for p in self.model.parameters}, "model")
+
+    def simulate(self, scenario: Scenario, *, draws: int | None = 1000, seed: int = 0, method: str = "auto") -> Forecast:
+        """Forecast a virtual experiment over the twin's uncertainty (see :func:`biotwin.experiment.forecast`).
+
+        The same ``draws`` and ``seed`` give the same parameter sets for every scenario, so that
+        forecasts pair up in :func:`biotwin.experiment.compare`.
+        """
+        from biotwin.experiment import forecast
+
+        return forecast(self.model, scenario, self.draws(draws, seed), method=method)
 
 
 def discovery_record(candidates: Any) -> dict[str, Any]:

@@ -28,6 +28,6 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
-    atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8", newline=""))
+    return atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8", newline=""))

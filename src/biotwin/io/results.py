@@ -113,3 +113,33 @@ def save_posterior(folder: str | Path, posterior: Any) -> tuple[Path, Path]:
     summary_path = folder / POSTERIOR_SUMMARY_FILE
     atomic_write_text(summary_path, json.dumps(record, indent=2) + "\n")
     return table_path, summary_path
+
+
+def load_fit_values(folder: str | Path) -> dict[str, float]:
+    """The best-fit values on the linear scale from ``fit.json`` in ``folder`` ({} when there is none)."""
+    path = Path(folder) / FIT_FILE
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}); delete it and fit again") from None
+    return {str(k): float(v) for k, v in record.get("parameters", {}).items()}
+
+
+def load_posterior(folder: str | Path) -> Any:
+    """The draws of ``posterior.parquet`` in ``folder`` as :class:`~biotwin.experiment.ParameterDraws` (None when absent)."""
+    import pandas as pd
+    import pyarrow
+
+    from biotwin.experiment import ParameterDraws
+
+    path = Path(folder) / POSTERIOR_FILE
+    if not path.is_file():
+        return None
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError, pyarrow.ArrowException) as error:
+        raise DataError(f"{path}: cannot be read ({type(error).__name__}); run 'biotwin infer' again") from None
+    names = [c for c in frame.columns if c not in ("chain", "draw", "log_density")]
+    return ParameterDraws(tuple(names), frame[names].to_numpy(dtype=float), "posterior")

@@ -1,5 +1,8 @@
 """Saving and loading a twin as a folder: ``twin.json``, ``model.txt`` and ``data.csv``.
 
+Loading also reads what calibration added to the folder: the best fit (``fit.json``) and the
+posterior draws (``posterior.parquet``).
+
 The folder is written next to its destination and renamed into place, so a failure never leaves
 a half-written twin; an existing twin folder is replaced as a whole.
 """
@@ -15,6 +18,8 @@ from biotwin import __version__
 from biotwin.data import Bolus, Dataset, Input
 from biotwin.errors import DataError
 from biotwin.io.csv import read_csv
+from biotwin.io.results import load_fit_values, load_posterior
+from biotwin.likelihood import NOISE_PREFIX
 from biotwin.model import Model
 from biotwin.twin import Twin
 
@@ -93,4 +98,13 @@ def load_twin(folder: str | Path) -> Twin:
         ),
         source=record["data"]["source"], time_unit=record["data"]["time_unit"],
     )
-    return Twin(model=model, dataset=dataset, discovery=record.get("discovery", {}), initial=record.get("initial", {}))
+    fit = load_fit_values(folder)
+    posterior = load_posterior(folder)
+    known = set(model.parameter_names)
+    for what, names in (("fit.json", fit), ("posterior.parquet", posterior.names if posterior else ())):
+        foreign = [n for n in names if n not in known and not n.startswith(NOISE_PREFIX)]
+        if foreign:
+            raise DataError(f"{folder / what} estimates '{foreign[0]}', which is not a parameter of the twin's model; "
+                            f"it belongs to another model: delete it and calibrate again")
+    return Twin(model=model, dataset=dataset, discovery=record.get("discovery", {}), initial=record.get("initial", {}),
+                fit=fit, posterior=posterior)
