@@ -37,6 +37,7 @@ _EXPORTS = {
     "write_petab": "biotwin.io.petab",
     "read_sbml": "biotwin.io.sbml",
     "write_sbml": "biotwin.io.sbml",
+    "write_report": "biotwin.report.html",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from biotwin.objective import Objective
     from biotwin.io.csv import read_csv
     from biotwin.model import Model, Observable, Parameter
+    from biotwin.report.html import write_report
     from biotwin.simulate import Solution, simulate, simulate_dataset
 
 

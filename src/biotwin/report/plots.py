@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from biotwin.data import Dataset
 from biotwin.simulate import Solution
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from biotwin.report.folder import TwinResults
+    from biotwin.twin import Twin
 
 
 def pyplot():
@@ -31,6 +39,17 @@ def save_figure(figure, path: str | Path, dpi: int = 130) -> Path:
         pyplot().close(figure)
 
 
+def panel_grid(n: int, width: float = 5.2, height: float = 3.6) -> tuple[Figure, np.ndarray[Axes]]:
+    """A figure with ``n`` panels, at most three a row (the panels beyond ``n`` hidden), and its axes."""
+    plt = pyplot()
+    columns = min(max(n, 1), 3)
+    rows = int(np.ceil(max(n, 1) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
+    for axis in axes.flat[n:]:
+        axis.set_visible(False)
+    return figure, axes
+
+
 def plot_fit(
     curves: Mapping[str, Solution], path: str | Path, dataset: Dataset | None = None, *, title: str | None = None
 ) -> Path:
@@ -44,9 +63,7 @@ def plot_fit(
     plt = pyplot()
     path = Path(path)
     n = len(curves)
-    columns = min(n, 3)
-    rows = int(np.ceil(n / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.6 * rows), squeeze=False)
+    figure, axes = panel_grid(n)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     unit = dataset.time_unit if dataset is not None else None
     for axis, (name, solution) in zip(axes.flat, curves.items()):
@@ -62,12 +79,53 @@ def plot_fit(
         axis.set_title(name if n > 1 else (title or name))
         axis.set_xlabel(f"time ({unit})" if unit else "time")
         axis.legend(fontsize=8, frameon=False)
-    for axis in axes.flat[n:]:
-        axis.set_visible(False)
     if title and n > 1:
         figure.suptitle(title)
     figure.tight_layout()
     return save_figure(figure, path)
+
+
+def plot_twin(source: str | Path | Twin | TwinResults, path: str | Path | None = None, *, draws: int = 200, seed: int = 0,
+              title: str | None = None) -> Figure:
+    """A twin's fit to its data, one panel per experiment, with posterior predictive bands when there is a posterior.
+
+    ``source`` is a twin folder, a :class:`~biotwin.twin.Twin` (plotted at its model's parameter
+    values) or :class:`~biotwin.report.folder.TwinResults`. Each observable is drawn as its
+    measurements (dots), the best fit (line) and, from ``draws`` posterior draws, the 50 % and
+    90 % predictive bands (shaded). Returns the matplotlib figure; with ``path`` it is also
+    written there (PNG or SVG by its suffix).
+    """
+    from biotwin.report.folder import results_of
+    from biotwin.report.trajectories import LEVELS, trajectories
+
+    results = results_of(source)
+    curves = trajectories(results, draws=draws, seed=seed)
+    dataset = results.twin.dataset
+    figure, axes = panel_grid(len(dataset))
+    colours = pyplot().rcParams["axes.prop_cycle"].by_key()["color"]
+    for axis, experiment in zip(axes.flat, dataset):
+        curve = curves[experiment.name]
+        for j, name in enumerate(curve.names):
+            colour = colours[j % len(colours)]
+            if curve.quantiles is not None:
+                for level, alpha in zip(LEVELS, (0.15, 0.3)):
+                    lower, upper = curve.band(name, level)
+                    axis.fill_between(curve.times, lower, upper, color=colour, alpha=alpha, linewidth=0,
+                                      label=f"{name} {level:.0%} band")
+            axis.plot(curve.times, curve.best[:, curve.column(name)], "-", color=colour, label=f"{name} best fit")
+            if name in experiment.observables:
+                times, values = experiment.observed(name)
+                axis.plot(times, values, "o", color=colour, markersize=4, label=f"{name} data")
+        for dose in experiment.doses:
+            axis.axvline(dose.time, color="0.6", linestyle=":", linewidth=1)
+        axis.set_title(experiment.name, fontsize=10)
+        axis.set_xlabel(f"time ({dataset.time_unit})" if dataset.time_unit else "time")
+        axis.legend(fontsize=7, frameon=False)
+    figure.suptitle(title or results.name)
+    figure.tight_layout()
+    if path is not None:
+        save_figure(figure, path)
+    return figure
 
 
 def plot_waterfall(calibration, path: str | Path, *, title: str | None = None) -> Path:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from biotwin.report.plots import pyplot, save_figure
+from biotwin.report.plots import panel_grid, pyplot, save_figure
 
 if TYPE_CHECKING:
     from biotwin.infer import Posterior, Predictive
@@ -95,9 +95,7 @@ def plot_predictive(predictive: Predictive, path: str | Path, *, title: str | No
     measurements = predictive.measurements
     experiments = list(dict.fromkeys(measurements.experiment))
     observables = list(dict.fromkeys(measurements.observable))
-    columns = min(len(experiments), 3)
-    rows = int(np.ceil(len(experiments) / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.6 * rows), squeeze=False)
+    figure, axes = panel_grid(len(experiments))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for axis, experiment in zip(axes.flat, experiments):
         for j, observable in enumerate(observables):
@@ -112,8 +110,6 @@ def plot_predictive(predictive: Predictive, path: str | Path, *, title: str | No
         axis.set_title(experiment if len(experiments) > 1 else (title or experiment))
         axis.set_xlabel("time")
         axis.legend(fontsize=7, frameon=False)
-    for axis in axes.flat[len(experiments):]:
-        axis.set_visible(False)
     figure.suptitle(f"{title + ': ' if title and len(experiments) > 1 else ''}posterior predictive, "
                     f"{predictive.coverage:.0%} of the data inside the {predictive.level:.0%} bands", fontsize=9)
     figure.tight_layout()
