@@ -459,6 +459,12 @@ class Calibration:
         """One row per estimated parameter: name, scale, best value (linear scale)."""
         return [{"parameter": n, "scale": s, "value": v} for (n, v), s in zip(self.parameters.items(), self.scales)]
 
+    def _repr_html_(self) -> str:
+        from biotwin.report.tables import html_table
+
+        caption = f"best NLL {self.best_nll:.6g}; {self.converged} of {len(self.starts)} starts reached it"
+        return html_table(("parameter", "scale", "value"), [list(row.values()) for row in self.summary()], caption)
+
 
 def start_points(objective: Any, n: int, seed: int = 0) -> np.ndarray:
     """``n`` starts spread over the bounds on each parameter's optimisation scale (scrambled Sobol).

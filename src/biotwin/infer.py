@@ -335,6 +335,14 @@ class Posterior:
         """The posterior predictive distribution of every measurement; see :func:`predictive`."""
         return predictive(self, objective, draws=draws, seed=seed, level=level)
 
+    def _repr_html_(self) -> str:
+        from biotwin.report.tables import html_table
+
+        header = ("name", "mean", "sd", "lower", "median", "upper", "rhat", "ess_bulk")
+        caption = (f"{self.chains} chains x {self.draws} draws; 90 % intervals; max R-hat {self.max_rhat:.3f}, "
+                   f"min bulk ESS {self.min_ess:.0f}, {self.divergences} divergences")
+        return html_table(header, [[row[h] for h in header] for row in self.summary()], caption)
+
     def summary(self, level: float = 0.9) -> list[dict[str, float | str]]:
         """One row per parameter: mean, sd, the central ``level`` interval and median, R-hat, bulk ESS."""
         tail = (1.0 - level) / 2.0

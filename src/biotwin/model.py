@@ -318,6 +318,13 @@ class Model:
     def _repr_latex_(self) -> str:
         return "$$" + self.to_latex() + "$$"
 
+    def _repr_html_(self) -> str:
+        """The equations (MathML) and the parameters as a table, for notebooks."""
+        from biotwin.report.tables import html_table
+
+        rows = [(p.name, p.value, p.lower, p.upper, p.scale) for p in self.parameters]
+        return self.to_mathml() + html_table(("parameter", "value", "lower", "upper", "scale"), rows, caption=repr(self))
+
 
 class _ExactPrinter(StrPrinter):
     """SymPy's text printer, with every float written as the shortest text that reads back exactly."""

@@ -32,6 +32,14 @@ class Twin:
     dataset: Dataset
     discovery: Mapping[str, Any] = field(default_factory=dict)
     initial: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    def _repr_html_(self) -> str:
+        """The model and a table of the experiments, for notebooks."""
+        from biotwin.report.tables import html_table
+
+        columns = ("experiment", "t_first", "t_last", "points", "observables")
+        rows = [[row[c] for c in columns] for row in self.dataset.summary()]
+        return self.model._repr_html_() + html_table(columns, rows, caption=f"data: {self.dataset.source or 'given'}")
     fit: Mapping[str, float] = field(default_factory=dict)
     posterior: ParameterDraws | None = None
 
