@@ -689,7 +689,13 @@ class _Writer:
                     raise ModelError(f"the formula of {owner} contains the non-finite number {e}; SBML cannot hold it")
                 return self.number(value)
             if isinstance(e, sympy.Add):
-                return node(L.AST_PLUS, *(convert(a) for a in e.args))
+                # a - b rather than a + (-1)*b: each negative term is subtracted.
+                first, *rest = sorted(e.args, key=lambda a: a.could_extract_minus_sign())
+                result = convert(first)
+                for term in rest:
+                    negative = term.could_extract_minus_sign()
+                    result = node(L.AST_MINUS if negative else L.AST_PLUS, result, convert(-term if negative else term))
+                return result
             if isinstance(e, sympy.Mul):
                 return product(e)
             if isinstance(e, sympy.Pow):
