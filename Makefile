@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO := demo
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-all bench clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,7 +32,14 @@ demo: $(STAMP)
 	@echo "demo outputs are in $(DEMO)/: lynx_hare.png, influenza.png, lynx_release.png, the CSV tables,"
 	@echo "and the discovered lynx-hare twin in $(DEMO)/lynx_hare_twin/"
 
-test: $(STAMP)
+# Debian's Chromium for the report's browser test; without root (and sudo) the test is skipped.
+chromium:
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; else SUDO=none; fi; \
+		if [ "$$SUDO" != none ] && $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; then :; \
+		else echo "chromium could not be installed (no root or no network): the browser test will be skipped"; fi; }
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest
 
 test-all: $(STAMP)
