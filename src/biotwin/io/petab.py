@@ -712,7 +712,9 @@ def write_petab(
       estimated (``estimate`` 1) when its bounds are finite, else fixed; a parameter that some
       experiment overrides is a condition-table column, so the others refer to the estimated
       ``<name>_estimated`` in its place; then ``sigma_<observable>`` on the log10 scale with
-      ``dataset_objective``'s bounds and start (fixed at ``sigma`` where that gives it).
+      ``dataset_objective``'s bounds and start (fixed at ``sigma`` where that gives it; a
+      ``parameters`` entry ``sigma_<observable>`` sets the nominal value). Measurement sigmas
+      stored in the dataset are not used, as in ``dataset_objective``.
 
     Doses and time-varying inputs need SBML events, which PEtab v1 problems here cannot hold:
     an experiment with one raises :class:`ModelError`. The files are written into a staging
