@@ -132,9 +132,10 @@ def test_report_renders_every_section_in_chromium(twin_folder: dict, tmp_path: P
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox"])
         try:
             loads: list[tuple[float, float]] = []
+            problems: list[str] = []
             for attempt in range(3):
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
-                problems: list[str] = []
+                problems.clear()
                 page.on("console", lambda message: message.type == "error" and problems.append(message.text))
                 page.on("pageerror", lambda error: problems.append(str(error)))
                 page.on("request", lambda request: request.url.startswith("http") and problems.append(request.url))
