@@ -134,10 +134,10 @@ def inclusion_figure(inclusion: Mapping[str, Mapping[str, float]]) -> dict[str, 
                    key=lambda t: -max(inclusion[s].get(t, 0.0) for s in states))
     z = [[inclusion[s].get(t) for s in states] for t in terms]
     trace = {"type": "heatmap", "x": [f"d{s}/dt" for s in states], "y": terms, "z": z, "zmin": 0, "zmax": 1,
-             "colorscale": "Blues", "texttemplate": "%{z:.2f}", "colorbar": {"title": {"text": "P"}},
+             "colorscale": "Blues", "reversescale": True, "texttemplate": "%{z:.2f}", "colorbar": {"title": {"text": "P"}},
              "hovertemplate": "%{y} in %{x}: %{z:.2f}<extra></extra>"}
     layout = _layout("Term inclusion probabilities", "", height=max(300, 28 * len(terms) + 120))
-    layout["yaxis"]["autorange"] = "reversed"
+    layout["yaxis"].update(autorange="reversed", automargin=True, type="category")
     return {"data": [trace], "layout": layout}
 
 
