@@ -1,0 +1,361 @@
+"""Dose and schedule optimisation on a twin, by gradients through the solver, over its posterior.
+
+A *design* says what may be chosen: the amounts (and, with ``free_times``, the times) of bolus
+doses into a state at candidate times, or the rates of a piecewise-constant infusion. A *goal*
+says what to minimise (or maximise) for a quantity q(t) (a state or an observable) over the
+scenario's horizon [t0, T]:
+
+* ``final``:      q(T)                                    (e.g. tumour burden at the horizon);
+* ``auc``:        int_{t0}^{T} q(t) dt                      (exposure, a biomarker's area);
+* ``time_above``: int_{t0}^{T} s((q(t) - c) / w) dt          (time above a threshold c; s the
+  logistic function, w = :data:`SMOOTHING` c, so the time is differentiable).
+
+Constraints: at most ``max_dose`` per dose (or ``max_rate``), at most ``max_total`` in all, and
+*bounds* that keep a quantity (a toxicity marker, the neutrophil count) above ``lower`` or below
+``upper`` at every output time. Over posterior draws theta_s the goal of a design d is the
+mean of g(d, theta_s) (``robust="mean"``) or its ``robust``-quantile (risk-averse), and a bound
+must hold in a fraction ``confidence`` of the draws (the ``confidence``-quantile of each draw's
+worst value). The solve is batched over draws and differentiated by JAX (reverse mode through
+diffrax), and SLSQP handles the box and inequality constraints.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from biotwin.errors import DataError, ModelError
+from biotwin.experiment import Dosing, Forecast, Infusion, ParameterDraws, Scenario, forecast, initial_states
+from biotwin.model import Model
+
+GoalKind = Literal["final", "auc", "time_above"]
+#: Width of the logistic step of ``time_above``, relative to the threshold.
+SMOOTHING = 0.02
+
+
+@dataclass(frozen=True)
+class BolusDesign:
+    """Bolus doses into ``state`` at candidate ``times``, each between 0 and ``max_dose``, at most ``max_total`` in all.
+
+    With ``free_times`` each dose may also move within its window: halfway to its neighbours
+    (the first from the start, the last up to the horizon), so doses keep their order.
+    """
+
+    state: str
+    times: tuple[float, ...]
+    max_dose: float
+    max_total: float | None = None
+    free_times: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "times", tuple(float(t) for t in self.times))
+        if not self.times or any(b <= a for a, b in zip(self.times, self.times[1:])):
+            raise DataError(f"dose design into '{self.state}': candidate times must be given and increase strictly")
+        if not self.max_dose > 0 or (self.max_total is not None and not self.max_total > 0):
+            raise DataError(f"dose design into '{self.state}': max_dose and max_total must be > 0")
+
+    @property
+    def size(self) -> int:
+        return len(self.times) * (2 if self.free_times else 1)
+
+    def windows(self, start: float, horizon: float) -> np.ndarray:
+        """(K, 2): the interval each dose time may take."""
+        t = np.array(self.times)
+        middles = (t[1:] + t[:-1]) / 2
+        low = np.concatenate([[start], middles]) if self.free_times else t
+        high = np.concatenate([middles, [horizon]]) if self.free_times else t
+        return np.column_stack([low, high])
+
+
+@dataclass(frozen=True)
+class InfusionDesign:
+    """A piecewise-constant infusion into ``state``: rate r_k on [grid[k], grid[k+1]), 0 <= r_k <= ``max_rate``,
+    with at most ``max_total`` infused in all (sum r_k (grid[k+1] - grid[k]))."""
+
+    state: str
+    grid: tuple[float, ...]
+    max_rate: float
+    max_total: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "grid", tuple(float(t) for t in self.grid))
+        if len(self.grid) < 2 or any(b <= a for a, b in zip(self.grid, self.grid[1:])):
+            raise DataError(f"infusion design into '{self.state}': the grid needs at least two increasing times")
+        if not self.max_rate > 0 or (self.max_total is not None and not self.max_total > 0):
+            raise DataError(f"infusion design into '{self.state}': max_rate and max_total must be > 0")
+
+    @property
+    def size(self) -> int:
+        return len(self.grid) - 1
+
+
+Design = BolusDesign | InfusionDesign
+
+
+@dataclass(frozen=True)
+class Goal:
+    """What to optimise for ``quantity``: ``final``, ``auc`` or ``time_above`` a ``threshold`` (see the module)."""
+
+    quantity: str
+    kind: GoalKind = "final"
+    threshold: float | None = None
+    maximise: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("final", "auc", "time_above"):
+            raise DataError(f"unknown goal '{self.kind}'; choose final, auc or time_above")
+        if self.kind == "time_above" and (self.threshold is None or not self.threshold > 0):
+            raise DataError("the goal time_above needs a positive threshold")
+
+    @property
+    def text(self) -> str:
+        what = {"final": f"{self.quantity} at the horizon", "auc": f"area under {self.quantity}",
+                "time_above": f"time with {self.quantity} above {self.threshold:g}"}[self.kind]
+        return f"{'maximise' if self.maximise else 'minimise'} {what}"
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Keep ``quantity`` at or above ``lower`` and at or below ``upper`` at every output time."""
+
+    quantity: str
+    lower: float | None = None
+    upper: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.lower is None and self.upper is None:
+            raise DataError(f"the bound on '{self.quantity}' needs a lower or an upper limit")
+
+
+@dataclass(frozen=True, eq=False)
+class Schedule:
+    """An optimised design: dose ``amounts`` at ``times`` (bolus) or ``rates`` on the grid (infusion).
+
+    ``value`` is the goal (mean or quantile over the draws, as optimised), ``start_value`` the
+    same at the starting design; ``converged`` and ``message`` are SLSQP's verdict.
+    """
+
+    design: Design
+    amounts: np.ndarray
+    times: np.ndarray
+    value: float
+    start_value: float
+    converged: bool
+    message: str
+    iterations: int
+    seconds: float
+
+    @property
+    def total(self) -> float:
+        if isinstance(self.design, InfusionDesign):
+            return float(np.sum(self.amounts * np.diff(self.design.grid)))
+        return float(np.sum(self.amounts))
+
+    def scenario(self, base: Scenario, name: str = "optimised") -> Scenario:
+        """``base`` with this schedule's doses (doses below 1e-9 of the largest left out)."""
+        if isinstance(self.design, InfusionDesign):
+            grid = self.design.grid
+            infusions = tuple(Infusion(self.design.state, float(r), grid[k], grid[k + 1])
+                              for k, r in enumerate(self.amounts) if r > 1e-9 * max(self.amounts.max(), 1e-300))
+            return replace(base, name=name, infusions=base.infusions + infusions)
+        doses = tuple(Dosing(self.design.state, float(a), float(t))
+                      for a, t in zip(self.amounts, self.times) if a > 1e-9 * max(self.amounts.max(), 1e-300))
+        return replace(base, name=name, doses=base.doses + doses)
+
+
+def _plan_builder(model: Model, scenario: Scenario, design: Design) -> Any:
+    """A function of the design vector v in [0, 1]^size giving the solve's :class:`~biotwin.simulate.Plan` (JAX)."""
+    import jax.numpy as jnp
+
+    from biotwin.simulate import Plan
+
+    n_states, n_inputs = len(model.states), len(model.inputs)
+    column = model.states.index(design.state)
+    save_times = jnp.asarray(scenario.output_times())
+    start, horizon = scenario.start, scenario.horizon
+    if isinstance(design, InfusionDesign):
+        grid = np.array(design.grid)
+        boundaries = np.unique(np.concatenate([[start], np.clip(grid, start, horizon), [horizon]]))
+        # Segment k of the plan lies in infusion interval j(k) (or outside the grid: rate 0).
+        index = np.searchsorted(grid, boundaries[:-1], side="right") - 1
+        inside = (index >= 0) & (index < design.size)
+
+        def plan(v: Any) -> Any:
+            rates = design.max_rate * v
+            level = jnp.where(jnp.asarray(inside), rates[np.clip(index, 0, design.size - 1)], 0.0)
+            levels = jnp.zeros((boundaries.size - 1, n_inputs + n_states)).at[:, n_inputs + column].set(level)
+            return Plan(save_times, jnp.asarray(boundaries), jnp.zeros((boundaries.size - 1, n_states)), levels)
+
+        return plan
+    windows = design.windows(start, horizon)
+    k = len(design.times)
+
+    def plan(v: Any) -> Any:
+        amounts = design.max_dose * v[:k]
+        times = windows[:, 0] + (windows[:, 1] - windows[:, 0]) * v[k:] if design.free_times else jnp.asarray(windows[:, 0])
+        boundaries = jnp.concatenate([jnp.array([start]), times, jnp.array([horizon])])
+        jumps = jnp.zeros((k + 1, n_states)).at[1:, column].set(amounts)
+        return Plan(save_times, boundaries, jumps, jnp.zeros((k + 1, n_inputs + n_states)))
+
+    return plan
+
+
+def _check(model: Model, scenario: Scenario, design: Design, goal: Goal, bounds: Sequence[Bound]) -> None:
+    scenario.check(model)
+    if scenario.doses or scenario.infusions or scenario.inputs:
+        raise DataError(f"scenario '{scenario.name}' has its own doses, infusions or inputs; a scenario to optimise gives "
+                        "only the initial state, parameter changes, knock-outs and the horizon: the design supplies the doses")
+    if design.state not in model.states:
+        raise ModelError(f"the design doses into {Model.unknown_message('state', design.state, model.states)}")
+    quantities = (*model.states, *model.observable_names)
+    for name in (goal.quantity, *(b.quantity for b in bounds)):
+        if name not in quantities:
+            raise ModelError(Model.unknown_message("state or observable", name, quantities))
+    times = design.grid if isinstance(design, InfusionDesign) else design.times
+    if times[0] < scenario.start or times[-1] > scenario.horizon:
+        raise DataError(f"the design's times [{times[0]:g}, {times[-1]:g}] leave the scenario's span "
+                        f"[{scenario.start:g}, {scenario.horizon:g}]")
+
+
+def optimise_schedule(
+    model: Model,
+    scenario: Scenario,
+    design: Design,
+    goal: Goal,
+    *,
+    bounds: Sequence[Bound] = (),
+    draws: ParameterDraws | None = None,
+    robust: Literal["mean"] | float = "mean",
+    confidence: float = 0.9,
+    start: np.ndarray | None = None,
+    max_iterations: int = 100,
+    rtol: float = 1e-6,
+    atol: float = 1e-9,
+) -> Schedule:
+    """The design that optimises ``goal`` over ``draws`` under the design's limits and ``bounds`` (see the module).
+
+    ``start`` is a design vector in [0, 1]^size (amounts over ``max_dose``, window positions);
+    by default the total allowed spread evenly. Raises :class:`ModelError` when the solve fails
+    at the start for every draw.
+    """
+    import jax
+    import jax.numpy as jnp
+    from scipy.optimize import minimize
+
+    from biotwin import _jax  # noqa: F401
+    from biotwin.simulate import OK, STIFF_METHOD, explicit_method, is_stiff, simulator
+
+    began = time.perf_counter()
+    _check(model, scenario, design, goal, bounds)
+    if robust != "mean" and not (isinstance(robust, float) and 0.0 < robust < 1.0):
+        raise DataError(f"robust must be 'mean' or a quantile in (0, 1), got {robust!r}")
+    draws = draws or ParameterDraws.point({p.name: p.value for p in model.parameters}, "model")
+    solved = scenario.applied_to(model)
+    theta = draws.thetas(solved)
+    for name, value in {**scenario.parameters, **{k: 0.0 for k in scenario.knockouts}}.items():
+        if name in solved.parameter_names:
+            theta[:, solved.parameter_names.index(name)] = value
+    y0 = initial_states(solved, theta, {**scenario.initial, **scenario.clamp}, scenario.name)
+    times = scenario.output_times()
+    method = STIFF_METHOD if is_stiff(solved, theta, y0, scenario.horizon - scenario.start) else explicit_method(rtol)
+    solve = jax.vmap(simulator(solved, method, rtol, atol).solve, in_axes=(0, 0, None))
+    plan_of = _plan_builder(solved, scenario, design)
+    weights = np.gradient(times)  # trapezoid-like quadrature weights on the output grid
+
+    def quantity(states: Any, observables: Any, name: str) -> Any:
+        if name in solved.states:
+            return states[..., solved.states.index(name)]
+        return observables[..., solved.observable_names.index(name)]
+
+    def evaluate(v: Any) -> tuple[Any, Any]:
+        states, observables, status, _ = solve(jnp.asarray(theta), jnp.asarray(y0), plan_of(v))
+        ok = status == OK
+        q = quantity(states, observables, goal.quantity)
+        if goal.kind == "final":
+            per_draw = q[:, -1]
+        elif goal.kind == "auc":
+            per_draw = q @ weights
+        else:
+            per_draw = jax.nn.sigmoid((q - goal.threshold) / (SMOOTHING * goal.threshold)) @ weights
+        per_draw = -per_draw if goal.maximise else per_draw
+        # A failed solve counts as the worst outcome seen, so the optimiser steers away from it.
+        per_draw = jnp.where(ok, per_draw, jnp.max(jnp.where(ok, per_draw, -jnp.inf)) + 1.0)
+        value = jnp.mean(per_draw) if robust == "mean" else jnp.quantile(per_draw, robust)
+        slack = []
+        for bound in bounds:
+            b = quantity(states, observables, bound.quantity)
+            if bound.upper is not None:
+                slack.append(bound.upper - jnp.quantile(jnp.max(b, axis=1), confidence))
+            if bound.lower is not None:
+                slack.append(jnp.quantile(jnp.min(b, axis=1), 1 - confidence) - bound.lower)
+        return value, jnp.stack(slack) if slack else jnp.zeros(0)
+
+    def stacked(v: Any) -> Any:
+        value, slack = evaluate(v)
+        return jnp.concatenate([value[None], slack])
+
+    # Goal and constraints and their derivatives from one compiled program (one reverse sweep per
+    # output), remembered for the last design: SLSQP asks for them separately at the same point.
+    derivatives = jax.jit(lambda v: (stacked(v), jax.jacrev(stacked)(v)))
+    memo: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+
+    def at(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        key = np.asarray(v, dtype=float).tobytes()
+        if key not in memo:
+            memo.clear()
+            outputs, jacobian = derivatives(jnp.asarray(v, dtype=jnp.float64))
+            memo[key] = (np.asarray(outputs, dtype=float), np.asarray(jacobian, dtype=float))
+        return memo[key]
+
+    n_amounts = len(design.times) if isinstance(design, BolusDesign) else design.size
+    widths = (np.ones(n_amounts) if isinstance(design, BolusDesign) else np.diff(design.grid))
+    scale = design.max_dose if isinstance(design, BolusDesign) else design.max_rate
+    if start is None:
+        budget = design.max_total if design.max_total is not None else scale * float(np.sum(widths))
+        share = min(1.0, budget / (scale * float(np.sum(widths))))
+        start = np.concatenate([np.full(n_amounts, share), np.full(design.size - n_amounts, 0.5)])
+    start = np.clip(np.asarray(start, dtype=float), 0.0, 1.0)
+    if start.shape != (design.size,):
+        raise DataError(f"the start design needs {design.size} numbers in [0, 1], got {start.shape}")
+    start_value = float(at(start)[0][0])
+    if not np.isfinite(start_value):
+        raise ModelError("the model cannot be solved for any draw at the start design; check the scenario")
+    norm = max(abs(start_value), 1e-12)
+
+    def fun(v: np.ndarray) -> tuple[float, np.ndarray]:
+        outputs, jacobian = at(v)
+        return float(outputs[0]) / norm, jacobian[0] / norm
+
+    constraints = []
+    if bounds:
+        constraints.append({"type": "ineq", "fun": lambda v: at(v)[0][1:], "jac": lambda v: at(v)[1][1:]})
+    if design.max_total is not None:
+        row = np.concatenate([scale * widths, np.zeros(design.size - n_amounts)]) / design.max_total
+        constraints.append({"type": "ineq", "fun": lambda v: np.array([1.0 - row @ v]), "jac": lambda v: -row[None, :]})
+    result = minimize(fun, start, jac=True, method="SLSQP", bounds=[(0.0, 1.0)] * design.size,
+                      constraints=constraints, options={"maxiter": max_iterations, "ftol": 1e-9})
+    v = np.clip(result.x, 0.0, 1.0)
+    plan = plan_of(jnp.asarray(v))
+    amounts = np.asarray(v[:n_amounts]) * scale
+    chosen_times = np.asarray(plan.boundaries[1:-1]) if isinstance(design, BolusDesign) else np.array(design.grid[:-1])
+    value = float(at(v)[0][0])
+    sign = -1.0 if goal.maximise else 1.0
+    return Schedule(design, amounts, chosen_times, sign * value, sign * start_value, bool(result.success),
+                    str(result.message), int(result.nit), time.perf_counter() - began)
+
+
+def standard_schedule(design: BolusDesign, amount: float, times: Sequence[float]) -> Schedule:
+    """A fixed regimen (``amount`` at each of ``times``) as a :class:`Schedule`, to compare an optimum with."""
+    times = np.array(times, dtype=float)
+    return Schedule(design, np.full(times.size, float(amount)), times, float("nan"), float("nan"), True,
+                    "standard regimen", 0, 0.0)
+
+
+def schedule_forecasts(model: Model, scenario: Scenario, schedules: dict[str, Schedule],
+                       draws: ParameterDraws | None = None) -> dict[str, Forecast]:
+    """Forecast ``scenario`` under each schedule over the same draws (for :func:`biotwin.experiment.compare`)."""
+    return {name: forecast(model, s.scenario(scenario, name), draws) for name, s in schedules.items()}
