@@ -113,8 +113,12 @@ class Goal:
 
     @property
     def text(self) -> str:
-        what = {"final": f"{self.quantity} at the horizon", "auc": f"area under {self.quantity}",
-                "time_above": f"time with {self.quantity} above {self.threshold:g}"}[self.kind]
+        if self.kind == "final":
+            what = f"{self.quantity} at the horizon"
+        elif self.kind == "auc":
+            what = f"area under {self.quantity}"
+        else:
+            what = f"time with {self.quantity} above {self.threshold:g}"
         return f"{'maximise' if self.maximise else 'minimise'} {what}"
 
 
@@ -232,14 +236,16 @@ def optimise_schedule(
     robust: Literal["mean"] | float = "mean",
     confidence: float = 0.9,
     start: np.ndarray | None = None,
-    max_iterations: int = 100,
+    max_iterations: int = 150,
+    progress: Any = None,
     rtol: float = 1e-6,
     atol: float = 1e-9,
 ) -> Schedule:
     """The design that optimises ``goal`` over ``draws`` under the design's limits and ``bounds`` (see the module).
 
     ``start`` is a design vector in [0, 1]^size (amounts over ``max_dose``, window positions);
-    by default the total allowed spread evenly. Raises :class:`ModelError` when the solve fails
+    by default the total allowed spread evenly. ``progress(done, total, label)`` is called after
+    every SLSQP iteration (see :mod:`biotwin.progress`). Raises :class:`ModelError` when the solve fails
     at the start for every draw.
     """
     import jax
@@ -336,8 +342,15 @@ def optimise_schedule(
     if design.max_total is not None:
         row = np.concatenate([scale * widths, np.zeros(design.size - n_amounts)]) / design.max_total
         constraints.append({"type": "ineq", "fun": lambda v: np.array([1.0 - row @ v]), "jac": lambda v: -row[None, :]})
+    iterations = [0]
+
+    def report(v: np.ndarray) -> None:
+        iterations[0] += 1
+        if progress is not None:
+            progress(iterations[0], max_iterations, f"goal {float(at(v)[0][0]):.4g}")
+
     result = minimize(fun, start, jac=True, method="SLSQP", bounds=[(0.0, 1.0)] * design.size,
-                      constraints=constraints, options={"maxiter": max_iterations, "ftol": 1e-9})
+                      constraints=constraints, callback=report, options={"maxiter": max_iterations, "ftol": 1e-7})
     v = np.clip(result.x, 0.0, 1.0)
     plan = plan_of(jnp.asarray(v))
     amounts = np.asarray(v[:n_amounts]) * scale
@@ -355,7 +368,112 @@ def standard_schedule(design: BolusDesign, amount: float, times: Sequence[float]
                     "standard regimen", 0, 0.0)
 
 
+def goal_values(forecast: Forecast, goal: Goal) -> np.ndarray:
+    """(S,): the goal's quantity per draw of a forecast (final value, area, or time above the threshold; NaN where failed)."""
+    q = forecast.trajectories(goal.quantity)
+    if goal.kind == "final":
+        return q[:, -1]
+    if goal.kind == "auc":
+        return np.trapezoid(q, forecast.times, axis=1)
+    return np.trapezoid((q > goal.threshold).astype(float), forecast.times, axis=1) + np.where(np.isnan(q[:, 0]), np.nan, 0)
+
+
 def schedule_forecasts(model: Model, scenario: Scenario, schedules: dict[str, Schedule],
                        draws: ParameterDraws | None = None) -> dict[str, Forecast]:
     """Forecast ``scenario`` under each schedule over the same draws (for :func:`biotwin.experiment.compare`)."""
     return {name: forecast(model, s.scenario(scenario, name), draws) for name, s in schedules.items()}
+
+
+@dataclass(frozen=True, eq=False)
+class OptimisationPlan:
+    """What a design file asks for: the base scenario, the design, the goal, bounds, robustness, and a standard regimen."""
+
+    scenario: Scenario
+    design: Design
+    goal: Goal
+    bounds: tuple[Bound, ...] = ()
+    robust: Literal["mean"] | float = "mean"
+    confidence: float = 0.9
+    draws: int = 100
+    standard: tuple[Dosing, ...] = ()
+
+
+DESIGN_KEYS = ("scenario", "bolus", "infusion", "goal", "bounds", "robust", "confidence", "draws", "standard")
+
+
+def read_design(source: Any) -> OptimisationPlan:
+    """An :class:`OptimisationPlan` from a YAML file (or its parsed content)::
+
+        scenario: {horizon: 30, initial: {C: 0, T: 1, N: 1}}
+        bolus: {state: C, times: "0:27:10", max_dose: 40, max_total: 100}   # or infusion: {state, grid, max_rate, max_total}
+        goal: {quantity: T, kind: final}                                    # final | auc | time_above (+ threshold)
+        bounds: [{quantity: N, lower: 0.5}]
+        robust: mean                                                        # or a quantile, e.g. 0.9
+        confidence: 0.9                                                     # bounds hold in this share of draws
+        draws: 100                                                          # posterior draws optimised over
+        standard: [{state: C, amount: 25, start: 0, every: 7, count: 4}]    # the regimen to beat
+    """
+    from pathlib import Path
+
+    import yaml
+
+    from biotwin.experiment import _output_times
+
+    if isinstance(source, dict):
+        content, where = source, "the design"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise DataError(f"{path}: no such design file")
+        try:
+            content = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError:
+            raise DataError(f"{path}: not valid YAML; check the indentation and the colons") from None
+        where = str(path)
+    if not isinstance(content, dict):
+        raise DataError(f"{where}: a design file is a mapping with {', '.join(DESIGN_KEYS)}")
+    unknown = sorted(set(content) - set(DESIGN_KEYS))
+    if unknown:
+        raise DataError(f"{where}: unknown setting '{unknown[0]}'; the settings are {', '.join(DESIGN_KEYS)}")
+    if ("bolus" in content) == ("infusion" in content):
+        raise DataError(f"{where}: give exactly one of 'bolus' (dose amounts at candidate times) or 'infusion' (rates on a grid)")
+    for key in ("scenario", "goal"):
+        if not isinstance(content.get(key), dict):
+            raise DataError(f"{where}: '{key}' must be a mapping (see biotwin optimize --help)")
+
+    def build(kind: Any, entry: Any, what: str) -> Any:
+        if not isinstance(entry, dict):
+            raise DataError(f"{where}: '{what}' must be a mapping")
+        try:
+            return kind(**entry)
+        except TypeError as error:
+            raise DataError(f"{where}: '{what}' {entry!r} does not fit ({error})") from None
+
+    scenario = Scenario.from_mapping("optimised", content["scenario"])
+    if "bolus" in content:
+        entry = dict(content["bolus"]) if isinstance(content["bolus"], dict) else content["bolus"]
+        if isinstance(entry, dict) and "times" in entry:
+            entry["times"] = _output_times(entry["times"], f"{where}: bolus")
+        design: Design = build(BolusDesign, entry, "bolus")
+    else:
+        entry = dict(content["infusion"]) if isinstance(content["infusion"], dict) else content["infusion"]
+        if isinstance(entry, dict) and "grid" in entry:
+            entry["grid"] = _output_times(entry["grid"], f"{where}: infusion grid")
+        design = build(InfusionDesign, entry, "infusion")
+    robust = content.get("robust", "mean")
+    if robust != "mean":
+        try:
+            robust = float(robust)
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: robust must be 'mean' or a quantile in (0, 1), got {robust!r}") from None
+    draws = content.get("draws", 100)
+    if not isinstance(draws, int) or draws < 1:
+        raise DataError(f"{where}: draws must be a whole number >= 1, got {draws!r}")
+    confidence = float(content.get("confidence", 0.9))
+    if not 0.0 < confidence <= 1.0:
+        raise DataError(f"{where}: confidence must lie in (0, 1], got {confidence}")
+    return OptimisationPlan(
+        scenario, design, build(Goal, content["goal"], "goal"),
+        tuple(build(Bound, b, "bounds") for b in content.get("bounds") or []), robust, confidence, draws,
+        tuple(build(Dosing, d, "standard") for d in content.get("standard") or []),
+    )

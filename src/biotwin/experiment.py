@@ -515,7 +515,7 @@ class Difference:
     @property
     def text(self) -> str:
         if self.relative:
-            numbers = f"{100 * self.median:+.0f}% [{100 * self.low:+.0f}%, {100 * self.high:+.0f}%]"
+            numbers = f"{100 * self.median:+.3g}% [{100 * self.low:+.3g}%, {100 * self.high:+.3g}%]"
         else:
             numbers = f"{self.median:+.4g} [{self.low:+.4g}, {self.high:+.4g}]"
         return f"{self.quantity} at t={self.time:g}: {numbers} vs. {self.baseline}"

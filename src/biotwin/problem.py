@@ -35,6 +35,7 @@ class Problem:
     model_file: Path | None = None
     data: Path | None = None
     noise: str = "normal"
+    twin: Path | None = None
 
     def model(self) -> Model:
         if self.petab is not None:
@@ -48,6 +49,11 @@ class Problem:
             from biotwin.io.petab import load_petab
 
             return load_petab(self.petab).dataset()
+        if self.twin is not None:
+            # The twin's record holds what was done in each experiment (doses, inputs, overrides).
+            from biotwin.io.twin import load_twin
+
+            return load_twin(self.twin).dataset
         from biotwin.io.csv import read_csv
 
         return read_csv(self.data)
@@ -79,7 +85,8 @@ def problem(target: str | Path, data: str | Path | None = None, *, noise: str = 
         missing = [p.name for p in (model_file, data_file) if not p.is_file()]
         if missing:
             raise DataError(f"{target}: not a twin folder (no {missing[0]}); create one with 'biotwin discover DATA.csv -o {target}'")
-        return Problem(target.name, model_file=model_file, data=data_file, noise=noise)
+        twin = target if (target / "twin.json").is_file() else None
+        return Problem(target.name, model_file=model_file, data=data_file, noise=noise, twin=twin)
     if target.suffix.lower() in PETAB_SUFFIXES:
         if data is not None:
             raise DataError(f"{target} is a PEtab problem, which holds its own measurements; leave out {data}")

@@ -93,11 +93,38 @@ def discovery_record(candidates: Any) -> dict[str, Any]:
     }
 
 
+#: A discovered coefficient c may be calibrated within [c / SPAN, c * SPAN], keeping its sign.
+SPAN = 100.0
+
+
+def bounded(model: Model) -> Model:
+    """``model`` with every unbounded parameter given sign-keeping bounds around its value, so it can be calibrated.
+
+    A positive coefficient c gets [c / SPAN, c SPAN] on the log scale (rates span decades), a
+    negative one [c SPAN, c / SPAN]; a zero one [-1, 1]. Bounded parameters are kept as they are.
+    """
+    import math
+    from dataclasses import replace
+
+    from biotwin.model import Parameter
+
+    def box(p: Parameter) -> Parameter:
+        if math.isfinite(p.lower) and math.isfinite(p.upper):
+            return p
+        if p.value > 0:
+            return Parameter(p.name, p.value, p.value / SPAN, p.value * SPAN, "log10")
+        if p.value < 0:
+            return Parameter(p.name, p.value, p.value * SPAN, p.value / SPAN)
+        return Parameter(p.name, 0.0, -1.0, 1.0)
+
+    return replace(model, parameters=tuple(box(p) for p in model.parameters))
+
+
 def twin_from_discovery(candidates: Any, dataset: Dataset) -> Twin:
-    """The twin of the chosen discovered model."""
+    """The twin of the chosen discovered model, its coefficients bounded (see :func:`bounded`) for calibration."""
     chosen = candidates.chosen
     return Twin(
-        model=chosen.model,
+        model=bounded(chosen.model),
         dataset=dataset,
         discovery=discovery_record(candidates),
         initial={name: dict(values) for name, values in chosen.fit.initial.items()},
