@@ -28,16 +28,18 @@ demo: $(STAMP)
 		--png $(DEMO)/influenza.png -o $(DEMO)/influenza_fit.csv
 	$(BIN)/biotwin simulate examples/models/lotka_volterra_lynx_hare.txt --t 0:40:401 \
 		--dose 10:lynx:20 --png $(DEMO)/lynx_release.png -o $(DEMO)/lynx_release.csv
-	$(BIN)/biotwin discover examples/data/hudson_bay_lynx_hare.csv -o $(DEMO)/lynx_hare_twin
-	@echo "demo outputs are in $(DEMO)/: lynx_hare.png, influenza.png, lynx_release.png, the CSV tables,"
-	@echo "and the discovered lynx-hare twin in $(DEMO)/lynx_hare_twin/"
-
-# Debian's Chromium for the report's browser test; without root (and sudo) the test is skipped.
-chromium:
-	@command -v chromium >/dev/null || { \
-		if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; else SUDO=none; fi; \
-		if [ "$$SUDO" != none ] && $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; then :; \
-		else echo "chromium could not be installed (no root or no network): the browser test will be skipped"; fi; }
+	$(BIN)/biotwin discover examples/data/hudson_bay_lynx_hare.csv -o $(DEMO)/lynx_hare_discovered
+	rm -rf $(DEMO)/lynx_hare_twin
+	$(BIN)/biotwin fit examples/models/lotka_volterra_lynx_hare.txt examples/data/hudson_bay_lynx_hare.csv \
+		--noise lognormal --starts 8 -o $(DEMO)/lynx_hare_twin
+	$(BIN)/biotwin profile $(DEMO)/lynx_hare_twin --noise lognormal
+	$(BIN)/biotwin infer $(DEMO)/lynx_hare_twin --noise lognormal --samples 500
+	$(BIN)/biotwin predict $(DEMO)/lynx_hare_twin examples/scenarios/lynx_hare.yaml
+	$(BIN)/biotwin report $(DEMO)/lynx_hare_twin -o $(DEMO)/report.html
+	$(BIN)/biotwin report $(DEMO)/lynx_hare_discovered -o $(DEMO)/discovered_report.html
+	@echo "demo outputs are in $(DEMO)/: the report $(DEMO)/report.html (fit, posterior, profiles, virtual"
+	@echo "experiments of the lynx-hare twin), $(DEMO)/discovered_report.html (the model discovered from the data"
+	@echo "alone), lynx_hare.png, influenza.png, lynx_release.png and the CSV tables"
 
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest

@@ -626,6 +626,54 @@ def optimize(
     errors.print("wrote " + ", ".join(str(p) for p in written))
 
 
+# ---------------------------------------------------------------------- report and export
+@app.command()
+@user_errors
+def report(
+    twin_folder: TwinFolder,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="The HTML file (default: TWIN/report.html).")] = None,
+    png: Annotated[Path | None, typer.Option("--png", help="Also write the static fit figure (PNG or SVG) here.")] = None,
+    draws: Annotated[int, typer.Option(help="Posterior draws simulated for the predictive bands.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the choice of draws.")] = 0,
+) -> None:
+    """Write one self-contained HTML report of a twin: fits with bands, equations, Pareto front,
+    parameters with intervals and verdicts, posterior pairs, scenario forecasts. Opens offline."""
+    from biotwin.report.html import write_report
+
+    with errors.status("writing the report…"):
+        path = write_report(twin_folder, output, draws=draws, seed=seed)
+    if png is not None:
+        from biotwin.report.plots import plot_twin
+
+        plot_twin(twin_folder, png, draws=draws, seed=seed)
+        errors.print(f"wrote {png}")
+    console.print(f"report: {path.resolve()} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+@app.command()
+@user_errors
+def export(
+    twin_folder: TwinFolder,
+    sbml: Annotated[Path | None, typer.Option("--sbml", help="Write the model as SBML Level 3 here (parameters at the fit).")] = None,
+    petab: Annotated[Path | None, typer.Option("--petab", help="Write the twin as a PEtab problem into this folder.")] = None,
+    noise: Noise = "normal",
+) -> None:
+    """Export a twin for other tools: SBML (libRoadRunner, COPASI, AMICI) and PEtab (pyPESTO, AMICI, Data2Dynamics)."""
+    from biotwin.io.petab import write_petab
+    from biotwin.io.sbml import write_sbml
+    from biotwin.io.twin import load_twin
+
+    if sbml is None and petab is None:
+        raise typer.BadParameter("say what to write: --sbml FILE and/or --petab FOLDER")
+    twin = load_twin(twin_folder)
+    values = {k: v for k, v in twin.fit.items() if k in twin.model.parameter_names}
+    if sbml is not None:
+        write_sbml(twin.model, sbml, parameters=values)
+        errors.print(f"wrote {sbml}")
+    if petab is not None:
+        errors.print(f"wrote {write_petab(twin.model, twin.dataset, petab, noise=noise, parameters=values)}")
+
+
 # ---------------------------------------------------------------------- biotwin bench ...
 def _numbers(text: str, option: str) -> list[float]:
     try:
