@@ -98,6 +98,8 @@ def test_latex_and_mathml():
     assert r"\frac{dx}{dt} &= a x - b x y" in latex and latex.startswith(r"\begin{aligned}")
     mathml = model.to_mathml()
     assert mathml.startswith("<math") and "<mfrac>" in mathml and "<mi>b</mi>" in mathml
+    # Products show a dot, so that multi-letter names do not run together.
+    assert "&InvisibleTimes;" not in mathml and "<mi>b</mi><mo>&#x22C5;</mo><mi>x</mi>" in mathml
     assert model._repr_latex_().startswith("$$")
 
 

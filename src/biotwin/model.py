@@ -310,7 +310,8 @@ class Model:
         """The equations as presentation MathML (one ``<math>`` element), for HTML reports."""
         rows = []
         for s, e in zip(self.states, self.rhs):
-            body = sympy.mathml(e, printer="presentation")
+            # Multi-letter names (hare, lynx) need a visible product sign: "β·hare·lynx", not "βharelynx".
+            body = sympy.mathml(e, printer="presentation").replace("&InvisibleTimes;", "&#x22C5;")
             lhs = f"<mfrac><mrow><mi>d</mi><mi>{s}</mi></mrow><mrow><mi>d</mi><mi>t</mi></mrow></mfrac>"
             rows.append(f"<mtr><mtd>{lhs}</mtd><mtd><mo>=</mo></mtd><mtd>{body}</mtd></mtr>")
         return f'<math xmlns="http://www.w3.org/1998/Math/MathML" display="block"><mtable>{"".join(rows)}</mtable></math>'
