@@ -64,7 +64,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from machine import print_machine
+from machine import print_machine, require_at_least_one, wide_console
 
 import numpy as np
 from scipy.integrate import solve_ivp
@@ -234,9 +234,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed biotwin calls after the first (median reported)")
     parser.add_argument("--scipy-repeats", type=int, default=3, help="timed scipy loops per method (median reported)")
     args = parser.parse_args(argv)
-    for name in ("draws", "repeats", "scipy_repeats"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    require_at_least_one(parser, args, ("draws", "repeats", "scipy_repeats"))
     if args.times < 2:
         parser.error("--times must be at least 2")
     return args
@@ -247,15 +245,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import jax
     import jax.numpy as jnp
-    from rich.console import Console
     from rich.table import Table
 
     from biotwin.experiment import Dosing, Scenario, forecast
     from biotwin.model import Model
 
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=max(console.width, 150))
+    console = wide_console(150)
 
     print_machine(console, ("diffrax", "scipy", "numpy"))
 

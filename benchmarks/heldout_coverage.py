@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from machine import print_machine
+from machine import print_machine, wide_console
 
 LEVEL = 0.9
 
@@ -90,9 +90,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench-results/heldout_coverage.csv"))
     args = parser.parse_args()
-    from rich.console import Console
-
-    print_machine(Console())
+    print_machine(wide_console(150))
     systems = suite("bio")
     if args.systems:
         wanted = args.systems.split(",")

@@ -39,3 +39,19 @@ def print_machine(console: Any, packages: Sequence[str] = ()) -> None:
     for key, value in machine_info(packages):
         info.add_row(key, value)
     console.print(info)
+
+
+def wide_console(width: int) -> Any:
+    """A Rich console at least ``width`` columns wide when the output is not a terminal (a log file),
+    so that a benchmark's table is not folded there."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=max(console.width, width))
+
+
+def require_at_least_one(parser: Any, args: Any, names: Sequence[str]) -> None:
+    """Stop with argparse's usage error when any of the options ``names`` is below 1."""
+    for name in names:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")

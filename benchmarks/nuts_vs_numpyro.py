@@ -64,7 +64,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from machine import print_machine
+from machine import print_machine, require_at_least_one, wide_console
 
 import numpy as np
 
@@ -216,8 +216,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--starts", type=int, default=8, help="points drawn from the prior where biotwin starts")
     parser.add_argument("--seed", type=int, default=0, help="seed of both samplers and of the fit's starts")
     args = parser.parse_args(argv)
-    if args.chains < 1 or args.starts < 1:
-        parser.error("--chains and --starts must be at least 1")
+    require_at_least_one(parser, args, ("chains", "starts"))
     return args
 
 
@@ -225,14 +224,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
 
     from biotwin import _jax  # noqa: F401
-    from rich.console import Console
     from rich.table import Table
 
     from biotwin.io.csv import read_csv
 
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=max(console.width, 190))
+    console = wide_console(190)
     print_machine(console, ("numpyro", "diffrax"))
 
     data = read_csv(DATA)

@@ -67,7 +67,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from machine import print_machine
+from machine import print_machine, require_at_least_one, wide_console
 
 import numpy as np
 from scipy.integrate import solve_ivp
@@ -189,9 +189,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--scipy-subset", type=int, default=100,
                         help="batch members scipy is timed on; its batch time is extrapolated linearly")
     args = parser.parse_args(argv)
-    for name in ("repeats", "batch_repeats", "batch_size", "scipy_subset"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    require_at_least_one(parser, args, ("repeats", "batch_repeats", "batch_size", "scipy_subset"))
     args.scipy_subset = min(args.scipy_subset, args.batch_size)
     return args
 
@@ -201,15 +199,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import jax
     import jax.numpy as jnp
-    from rich.console import Console
     from rich.table import Table
 
     from biotwin.model import Model
     from biotwin.simulate import OK, Plan, explicit_method, make_plan, simulate, simulator
 
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=max(console.width, 150))
+    console = wide_console(150)
     rtol, atol = args.rtol, args.atol
 
     print_machine(console, ("diffrax", "scipy", "numpy"))

@@ -110,17 +110,11 @@ def _assignments(pairs: list[str], what: str) -> dict[str, float]:
 
 
 def _time_grid(text: str) -> list[float]:
-    import numpy as np
+    from biotwin.experiment import parse_times
 
     try:
-        if ":" in text:
-            start, stop, count = text.split(":")
-            n = int(count)
-            if n < 1 or float(stop) < float(start):
-                raise ValueError
-            return list(np.linspace(float(start), float(stop), n))
-        return [float(v) for v in text.split(",")]
-    except ValueError:
+        return list(parse_times(text, "--t"))
+    except BiotwinError:
         raise typer.BadParameter(
             f"'{text}' is neither START:STOP:COUNT (e.g. 0:20:201) nor a comma-separated list of times", param_hint="--t"
         ) from None
@@ -589,8 +583,8 @@ def optimize(
                                  f"{schedule.iterations} iterations, {schedule.seconds:.0f} s)")
     for column in ("time", "amount" if isinstance(plan.design, BolusDesign) else "rate"):
         schedule_table.add_column(column, justify="right")
-    for t, a in zip(schedule.times, schedule.amounts):
-        if a > 1e-6 * max(schedule.amounts.max(), 1e-300):
+    for t, a, given in zip(schedule.times, schedule.amounts, schedule.given):
+        if given:
             schedule_table.add_row(f"{t:.4g}", f"{a:.4g}")
     console.print(schedule_table)
     table = Table(title=f"goal per regimen over {draws.values.shape[0]} {draws.source} draw(s)",

@@ -29,7 +29,15 @@ from typing import Any, Literal
 import numpy as np
 
 from biotwin.errors import DataError, ModelError
-from biotwin.experiment import Dosing, Forecast, Infusion, ParameterDraws, Scenario, forecast, initial_states
+from biotwin.experiment import (
+    Dosing,
+    Forecast,
+    Infusion,
+    ParameterDraws,
+    Scenario,
+    forecast,
+    parse_times,
+)
 from biotwin.model import Model
 
 GoalKind = Literal["final", "auc", "time_above"]
@@ -154,6 +162,11 @@ class Schedule:
     seconds: float
 
     @property
+    def given(self) -> np.ndarray:
+        """(K,): which doses (or infusion intervals) are given at all: above 1e-9 of the largest."""
+        return self.amounts > 1e-9 * max(float(np.max(self.amounts)), 1e-300)
+
+    @property
     def total(self) -> float:
         if isinstance(self.design, InfusionDesign):
             return float(np.sum(self.amounts * np.diff(self.design.grid)))
@@ -164,10 +177,10 @@ class Schedule:
         if isinstance(self.design, InfusionDesign):
             grid = self.design.grid
             infusions = tuple(Infusion(self.design.state, float(r), grid[k], grid[k + 1])
-                              for k, r in enumerate(self.amounts) if r > 1e-9 * max(self.amounts.max(), 1e-300))
+                              for k, (r, given) in enumerate(zip(self.amounts, self.given)) if given)
             return replace(base, name=name, infusions=base.infusions + infusions)
         doses = tuple(Dosing(self.design.state, float(a), float(t))
-                      for a, t in zip(self.amounts, self.times) if a > 1e-9 * max(self.amounts.max(), 1e-300))
+                      for a, t, given in zip(self.amounts, self.times, self.given) if given)
         return replace(base, name=name, doses=base.doses + doses)
 
 
@@ -259,13 +272,7 @@ def optimise_schedule(
     _check(model, scenario, design, goal, bounds)
     if robust != "mean" and not (isinstance(robust, float) and 0.0 < robust < 1.0):
         raise DataError(f"robust must be 'mean' or a quantile in (0, 1), got {robust!r}")
-    draws = draws or ParameterDraws.point({p.name: p.value for p in model.parameters}, "model")
-    solved = scenario.applied_to(model)
-    theta = draws.thetas(solved)
-    for name, value in {**scenario.parameters, **{k: 0.0 for k in scenario.knockouts}}.items():
-        if name in solved.parameter_names:
-            theta[:, solved.parameter_names.index(name)] = value
-    y0 = initial_states(solved, theta, {**scenario.initial, **scenario.clamp}, scenario.name)
+    solved, theta, y0 = scenario.parameter_sets(model, draws or ParameterDraws.of_model(model))
     times = scenario.output_times()
     method = STIFF_METHOD if is_stiff(solved, theta, y0, scenario.horizon - scenario.start) else explicit_method(rtol)
     solve = jax.vmap(simulator(solved, method, rtol, atol).solve, in_axes=(0, 0, None))
@@ -306,14 +313,18 @@ def optimise_schedule(
 
     # Goal and constraints and their derivatives from one compiled program (one reverse sweep per
     # output), remembered for the last design: SLSQP asks for them separately at the same point.
-    derivatives = jax.jit(lambda v: (stacked(v), jax.jacrev(stacked)(v)))
+    def with_primal(v: Any) -> tuple[Any, Any]:
+        outputs = stacked(v)
+        return outputs, outputs
+
+    jacobian_and_outputs = jax.jit(jax.jacrev(with_primal, has_aux=True))
     memo: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
 
     def at(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         key = np.asarray(v, dtype=float).tobytes()
         if key not in memo:
             memo.clear()
-            outputs, jacobian = derivatives(jnp.asarray(v, dtype=jnp.float64))
+            jacobian, outputs = jacobian_and_outputs(jnp.asarray(v, dtype=jnp.float64))
             memo[key] = (np.asarray(outputs, dtype=float), np.asarray(jacobian, dtype=float))
         return memo[key]
 
@@ -375,7 +386,8 @@ def goal_values(forecast: Forecast, goal: Goal) -> np.ndarray:
         return q[:, -1]
     if goal.kind == "auc":
         return np.trapezoid(q, forecast.times, axis=1)
-    return np.trapezoid((q > goal.threshold).astype(float), forecast.times, axis=1) + np.where(np.isnan(q[:, 0]), np.nan, 0)
+    above = np.trapezoid((q > goal.threshold).astype(float), forecast.times, axis=1)
+    return np.where(forecast.failed, np.nan, above)
 
 
 def schedule_forecasts(model: Model, scenario: Scenario, schedules: dict[str, Schedule],
@@ -417,8 +429,6 @@ def read_design(source: Any) -> OptimisationPlan:
 
     import yaml
 
-    from biotwin.experiment import _output_times
-
     if isinstance(source, dict):
         content, where = source, "the design"
     else:
@@ -453,12 +463,12 @@ def read_design(source: Any) -> OptimisationPlan:
     if "bolus" in content:
         entry = dict(content["bolus"]) if isinstance(content["bolus"], dict) else content["bolus"]
         if isinstance(entry, dict) and "times" in entry:
-            entry["times"] = _output_times(entry["times"], f"{where}: bolus")
+            entry["times"] = parse_times(entry["times"], f"{where}: bolus")
         design: Design = build(BolusDesign, entry, "bolus")
     else:
         entry = dict(content["infusion"]) if isinstance(content["infusion"], dict) else content["infusion"]
         if isinstance(entry, dict) and "grid" in entry:
-            entry["grid"] = _output_times(entry["grid"], f"{where}: infusion grid")
+            entry["grid"] = parse_times(entry["grid"], f"{where}: infusion grid")
         design = build(InfusionDesign, entry, "infusion")
     robust = content.get("robust", "mean")
     if robust != "mean":

@@ -193,7 +193,7 @@ class Scenario:
         knockouts = entry.get("knockout", [])
         return cls(
             name=name, horizon=entry["horizon"], start=entry.get("start", 0.0),
-            times=_output_times(entry.get("times"), where),
+            times=parse_times(entry.get("times"), where),
             initial=_mapping(entry, "initial", where), parameters=_mapping(entry, "parameters", where),
             knockouts=tuple([knockouts] if isinstance(knockouts, str) else knockouts),
             clamp=_mapping(entry, "clamp", where),
@@ -239,6 +239,18 @@ class Scenario:
             if name not in known:
                 raise ModelError(f"{where}: {Model.unknown_message(what, name, known)}")
 
+    def parameter_sets(self, model: Model, draws: ParameterDraws) -> tuple[Model, np.ndarray, np.ndarray]:
+        """What a solve of this scenario needs: the model it runs (clamps applied), the parameter sets
+        (S, P) of the draws with the scenario's changes and knock-outs, and the initial states (S, n)."""
+        self.check(model)
+        solved = self.applied_to(model)
+        theta = draws.thetas(solved)
+        for name, value in {**self.parameters, **{k: 0.0 for k in self.knockouts}}.items():
+            if name in solved.parameter_names:
+                theta[:, solved.parameter_names.index(name)] = value
+        y0 = initial_states(solved, theta, {**self.initial, **self.clamp}, f"scenario '{self.name}'")
+        return solved, theta, y0
+
     def applied_to(self, model: Model) -> Model:
         """The model with the clamped states held (dx/dt = 0); unchanged when nothing is clamped."""
         return _clamped(model, tuple(sorted(self.clamp))) if self.clamp else model
@@ -268,22 +280,23 @@ def _mapping(entry: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
     return dict(value)
 
 
-def _output_times(value: Any, where: str) -> tuple[float, ...]:
-    """Output times: a list, or ``{from, to, count}``-free shorthand ``"START:STOP:COUNT"``."""
+def parse_times(value: Any, where: str) -> tuple[float, ...]:
+    """Times from ``"START:STOP:COUNT"`` (evenly spaced), ``"t1,t2,..."`` or a list of numbers; () for None."""
     if value is None:
         return ()
-    if isinstance(value, str):
+    if isinstance(value, str) and ":" in value:
         parts = value.split(":")
         if len(parts) != 3:
             raise DataError(f"{where}: times '{value}' is not START:STOP:COUNT or a list of numbers")
         start, stop = _finite(parts[0], f"{where}: times"), _finite(parts[1], f"{where}: times")
-        count = int(_finite(parts[2], f"{where}: times"))
-        if count < 2:
-            raise DataError(f"{where}: times needs a COUNT of at least 2, got {count}")
-        return tuple(np.linspace(start, stop, count))
-    if not isinstance(value, list) or not value:
-        raise DataError(f"{where}: times must be a non-empty list of numbers or START:STOP:COUNT")
-    return tuple(_finite(t, f"{where}: an output time") for t in value)
+        count = _finite(parts[2], f"{where}: times")
+        if count != int(count) or count < 1 or stop < start:
+            raise DataError(f"{where}: times '{value}' needs START <= STOP and a whole COUNT >= 1")
+        return tuple(np.linspace(start, stop, int(count)))
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise DataError(f"{where}: times must be START:STOP:COUNT or a non-empty list of numbers")
+    return tuple(_finite(t, f"{where}: an output time") for t in items)
 
 
 @dataclass(frozen=True)
@@ -393,6 +406,17 @@ class ParameterDraws:
     @classmethod
     def point(cls, values: Mapping[str, float], source: str = "best fit") -> ParameterDraws:
         return cls(tuple(values), np.array([list(values.values())], dtype=float), source)
+
+    @classmethod
+    def of_model(cls, model: Model) -> ParameterDraws:
+        """The model's own parameter values, as one draw."""
+        return cls.point({p.name: p.value for p in model.parameters}, "model")
+
+    def column(self, name: str) -> np.ndarray:
+        """(S,): the draws of one parameter."""
+        if name not in self.names:
+            raise ModelError(Model.unknown_message("parameter", name, self.names))
+        return self.values[:, self.names.index(name)]
 
     @classmethod
     def from_samples(cls, samples: Mapping[str, np.ndarray], source: str = "posterior") -> ParameterDraws:
@@ -565,16 +589,8 @@ def forecast(model: Model, scenario: Scenario, draws: ParameterDraws | None = No
     """
     from biotwin.simulate import BLOWUP, OK, make_plan, solve_batch
 
-    scenario.check(model)
-    draws = draws if draws is not None else ParameterDraws.point(
-        {p.name: p.value for p in model.parameters}, "model")
-    solved = scenario.applied_to(model)
-    theta = draws.thetas(solved)
-    values = {**scenario.parameters, **{k: 0.0 for k in scenario.knockouts}}
-    for name, value in values.items():
-        if name in solved.parameter_names:
-            theta[:, solved.parameter_names.index(name)] = value
-    y0 = initial_states(solved, theta, {**scenario.initial, **scenario.clamp}, scenario.name)
+    draws = draws if draws is not None else ParameterDraws.of_model(model)
+    solved, theta, y0 = scenario.parameter_sets(model, draws)
     plan = make_plan(solved, scenario.output_times(), start=scenario.start, doses=scenario.boluses(),
                      inputs=scenario.signals())
     states, observables, status, t_stop = solve_batch(solved, theta, y0, plan, method, rtol, atol)
@@ -594,7 +610,10 @@ def forecast(model: Model, scenario: Scenario, draws: ParameterDraws | None = No
 
 
 def initial_states(model: Model, theta: np.ndarray, given: Mapping[str, float], where: str) -> np.ndarray:
-    """(S, n): ``given`` initial states, else the model's initial expressions at each parameter set in ``theta``."""
+    """(S, n): ``given`` initial states, else the model's initial expressions at each parameter set in ``theta``.
+
+    ``where`` names what asks (e.g. "scenario 'control'") in the error for a state with neither.
+    """
     import jax
     import jax.numpy as jnp
 
@@ -603,8 +622,8 @@ def initial_states(model: Model, theta: np.ndarray, given: Mapping[str, float], 
 
     missing = [s for s in model.states if s not in given and s not in model.initial]
     if missing:
-        raise ModelError(f"scenario '{where}': no initial value for state '{missing[0]}'; give it under "
-                         f"'initial:' or add '{missing[0]}(0) = ...' to the model")
+        raise ModelError(f"{where}: no initial value for state '{missing[0]}'; give it (under 'initial:' in a "
+                         f"scenario file) or add '{missing[0]}(0) = ...' to the model")
     defaults = np.array(jax.vmap(initial_function(model))(jnp.asarray(theta)))
     for k, state in enumerate(model.states):
         if state in given:

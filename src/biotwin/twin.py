@@ -51,7 +51,7 @@ class Twin:
             return self.posterior.subsample(count, seed)
         if self.fit:
             return ParameterDraws.point(dict(self.fit), "best fit")
-        return ParameterDraws.point({p.name: p.value for p in self.model.parameters}, "model")
+        return ParameterDraws.of_model(self.model)
 
     def simulate(self, scenario: Scenario, *, draws: int | None = 1000, seed: int = 0, method: str = "auto") -> Forecast:
         """Forecast a virtual experiment over the twin's uncertainty (see :func:`biotwin.experiment.forecast`).

@@ -48,15 +48,23 @@ def save_fit(folder: str | Path, problem: Any, calibration: Any) -> Path:
     return path
 
 
-def load_best_fit(folder: str | Path, objective: Any, problem: Any) -> np.ndarray | None:
-    """The best point of ``fit.json`` in ``folder`` when it belongs to this problem and objective, else None."""
-    path = Path(folder) / FIT_FILE
+def read_json(path: str | Path) -> Any:
+    """A result file's JSON content, or None when the file does not exist."""
+    path = Path(path)
     if not path.is_file():
         return None
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}); delete it and fit again") from None
+        raise DataError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}); "
+                        "delete it and run the command that wrote it again") from None
+
+
+def load_best_fit(folder: str | Path, objective: Any, problem: Any) -> np.ndarray | None:
+    """The best point of ``fit.json`` in ``folder`` when it belongs to this problem and objective, else None."""
+    record = read_json(Path(folder) / FIT_FILE)
+    if record is None:
+        return None
     same = (record.get("problem") == problem.name and record.get("names") == list(objective.names)
             and record.get("noise") == (None if problem.petab else problem.noise))
     if not same or any(v is None for v in record.get("best_x", [None])):
@@ -117,13 +125,7 @@ def save_posterior(folder: str | Path, posterior: Any) -> tuple[Path, Path]:
 
 def load_fit_values(folder: str | Path) -> dict[str, float]:
     """The best-fit values on the linear scale from ``fit.json`` in ``folder`` ({} when there is none)."""
-    path = Path(folder) / FIT_FILE
-    if not path.is_file():
-        return {}
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}); delete it and fit again") from None
+    record = read_json(Path(folder) / FIT_FILE) or {}
     return {str(k): float(v) for k, v in record.get("parameters", {}).items()}
 
 

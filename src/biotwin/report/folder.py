@@ -8,19 +8,15 @@ and ``posterior.json`` (``biotwin infer``) and ``forecasts.json`` (``biotwin pre
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from biotwin.errors import DataError
 from biotwin.twin import Twin
 
 if TYPE_CHECKING:
-    import pandas as pd
+    from biotwin.experiment import ParameterDraws
 
 FORECASTS_FILE = "forecasts.json"
 
@@ -39,17 +35,20 @@ class TwinResults:
     """A twin and the results saved next to it (None where a command has not been run).
 
     ``fit``, ``profiles``, ``posterior_summary`` and ``forecasts`` are the JSON records as
-    written; ``posterior`` is the table of ``posterior.parquet`` (chain, draw, one column per
-    estimated parameter on the linear scale, log_density).
+    written; the posterior draws are the twin's own (``twin.posterior``, read by
+    :func:`~biotwin.io.twin.load_twin`).
     """
 
     twin: Twin
     folder: Path | None = None
     fit: Mapping[str, Any] | None = None
     profiles: Mapping[str, Any] | None = None
-    posterior: pd.DataFrame | None = None
     posterior_summary: Mapping[str, Any] | None = None
     forecasts: Mapping[str, Any] | None = None
+
+    @property
+    def posterior(self) -> ParameterDraws | None:
+        return self.twin.posterior
 
     @property
     def name(self) -> str:
@@ -58,23 +57,16 @@ class TwinResults:
     @property
     def estimated(self) -> dict[str, float]:
         """The best estimates: the fit's values where there is a fit, else the model's defaults."""
-        if self.fit is not None:
-            return {k: float(v) for k, v in self.fit["parameters"].items()}
-        return {p.name: p.value for p in self.twin.model.parameters}
+        return dict(self.twin.fit) or {p.name: p.value for p in self.twin.model.parameters}
 
     @property
     def noise(self) -> str | None:
         """The noise model of the fit (normal, lognormal or proportional), when known."""
         return None if self.fit is None else self.fit.get("noise")
 
-    def draws(self, count: int, seed: int = 0) -> pd.DataFrame | None:
+    def draws(self, count: int, seed: int = 0) -> ParameterDraws | None:
         """At most ``count`` posterior draws, chosen at random over all chains without repetition."""
-        if self.posterior is None:
-            return None
-        if len(self.posterior) <= count:
-            return self.posterior
-        rows = np.sort(np.random.default_rng(seed).choice(len(self.posterior), size=count, replace=False))
-        return self.posterior.iloc[rows]
+        return None if self.posterior is None else self.posterior.subsample(count, seed)
 
     def missing(self) -> dict[str, str]:
         """Each absent result with the command that produces it."""
@@ -83,38 +75,24 @@ class TwinResults:
         return {key: PRODUCED_BY[key] for key, value in present.items() if value is None}
 
 
-def _json(path: Path) -> Any:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}); delete it and run its command again") from None
-
-
 def read_results(folder: str | Path) -> TwinResults:
     """Read a twin folder and every result file in it."""
-    import pandas as pd
-
     from biotwin.io.results import (
         FIT_FILE,
-        POSTERIOR_FILE,
         POSTERIOR_SUMMARY_FILE,
         PROFILES_FILE,
+        read_json,
     )
     from biotwin.io.twin import load_twin
 
     folder = Path(folder)
-    twin = load_twin(folder)
-    table = folder / POSTERIOR_FILE
     return TwinResults(
-        twin=twin,
+        twin=load_twin(folder),
         folder=folder,
-        fit=_json(folder / FIT_FILE),
-        profiles=_json(folder / PROFILES_FILE),
-        posterior=pd.read_parquet(table) if table.is_file() else None,
-        posterior_summary=_json(folder / POSTERIOR_SUMMARY_FILE),
-        forecasts=_json(folder / FORECASTS_FILE),
+        fit=read_json(folder / FIT_FILE),
+        profiles=read_json(folder / PROFILES_FILE),
+        posterior_summary=read_json(folder / POSTERIOR_SUMMARY_FILE),
+        forecasts=read_json(folder / FORECASTS_FILE),
     )
 
 

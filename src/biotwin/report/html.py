@@ -144,8 +144,7 @@ def inclusion_figure(inclusion: Mapping[str, Mapping[str, float]]) -> dict[str, 
 def pairs_figure(draws: Any, names: Sequence[str], seed: int = 0) -> dict[str, Any]:
     """Posterior pair plot: marginal histograms on the diagonal, scatter plots of thinned draws below."""
     n = len(names)
-    scatter = draws.iloc[np.sort(np.random.default_rng(seed).choice(len(draws), size=min(PAIR_POINTS, len(draws)),
-                                                                    replace=False))]
+    scatter = draws.subsample(PAIR_POINTS, seed)
     gap = 0.02
     traces, layout = [], _layout(f"Posterior pairs ({len(draws)} draws in the histograms, {len(scatter)} in the scatter plots)",
                                  "", height=max(420, 150 * n), showlegend=False, margin={"l": 70, "r": 20, "t": 50, "b": 60})
@@ -158,11 +157,11 @@ def pairs_figure(draws: Any, names: Sequence[str], seed: int = 0) -> dict[str, A
             x_domain = [j / n + gap, (j + 1) / n - gap]
             y_domain = [1 - (i + 1) / n + gap, 1 - i / n - gap]
             if i == j:
-                traces.append({"type": "histogram", "x": draws[row].to_numpy(), "nbinsx": 30, "xaxis": f"x{suffix}",
+                traces.append({"type": "histogram", "x": draws.column(row), "nbinsx": 30, "xaxis": f"x{suffix}",
                                "yaxis": f"y{suffix}", "marker": {"color": COLOURS[0]}, "name": row})
             else:
-                traces.append({"type": "scatter", "mode": "markers", "x": scatter[column].to_numpy(),
-                               "y": scatter[row].to_numpy(), "xaxis": f"x{suffix}", "yaxis": f"y{suffix}",
+                traces.append({"type": "scatter", "mode": "markers", "x": scatter.column(column),
+                               "y": scatter.column(row), "xaxis": f"x{suffix}", "yaxis": f"y{suffix}",
                                "marker": {"size": 3, "opacity": 0.5, "color": COLOURS[0]}, "name": f"{column}, {row}"})
             layout[f"xaxis{suffix}"] = {"domain": x_domain, "anchor": f"y{suffix}", "tickfont": {"size": 9},
                                         "title": {"text": column if i == n - 1 else ""}}
@@ -251,7 +250,7 @@ def write_report(folder: str | Path, output: str | Path | None = None, *, draws:
             figures["discovery"].append(inclusion_figure(discovery["inclusion"]))
     posterior_names: list[str] = []
     if results.posterior is not None:
-        posterior_names = [c for c in results.posterior.columns if c not in ("chain", "draw", "log_density")]
+        posterior_names = list(results.posterior.names)
         figures["posterior"] = [pairs_figure(results.draws(HISTOGRAM_DRAWS, seed), posterior_names[:MAX_PAIRS], seed)]
     if results.forecasts is not None:
         figures["forecasts"] = forecast_figures(results.forecasts)

@@ -18,6 +18,7 @@ import numpy as np
 
 from biotwin.data import Experiment
 from biotwin.errors import SolverError
+from biotwin.likelihood import NOISE_PREFIX
 from biotwin.model import Model
 from biotwin.report.folder import TwinResults
 
@@ -68,32 +69,20 @@ def initial_states(model: Model, experiment: Experiment, theta: np.ndarray, fitt
     The experiment's overrides first, then ``fitted`` values (a discovered twin's fitted initial
     states), then the model's initial expressions at each theta, then the first measurement.
     """
-    import sympy
-
+    from biotwin.experiment import initial_states as at_parameters
     from biotwin.likelihood import given_initial_values
 
     design = experiment.replace(overrides={**{k: v for k, v in fitted.items() if k not in experiment.overrides},
                                            **experiment.overrides})
-    given = given_initial_values(model, design)
-    symbols = [sympy.Symbol(n) for n in model.parameter_names]
-    columns = []
-    for state in model.states:
-        if state in given:
-            columns.append(np.full(theta.shape[0], given[state]))
-        else:
-            value = sympy.lambdify(symbols, model.initial[state], modules="numpy")(*theta.T)
-            columns.append(np.broadcast_to(np.asarray(value, dtype=float), theta.shape[:1]))
-    return np.stack(columns, axis=-1)
+    return at_parameters(model, theta, given_initial_values(model, design), f"experiment '{experiment.name}'")
 
 
 def _solve(model: Model, thetas: np.ndarray, y0: np.ndarray, plan: Plan, rtol: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
     """Observables (B, T, O) of a batch of parameter sets, initial states and plans (stacked, so
     that one compiled solve serves them all) and whether each solve succeeded (B,)."""
-    from biotwin.simulate import OK, STIFF_METHOD, explicit_method, is_stiff, simulator
+    from biotwin.simulate import OK, solve_batch
 
-    span = float(np.max(plan.boundaries[:, -1] - plan.boundaries[:, 0]))
-    method = STIFF_METHOD if is_stiff(model, thetas[0], y0[0], span) else explicit_method(rtol)
-    _, observables, status, _ = simulator(model, method, rtol)(thetas, y0, plan)
+    _, observables, status, _ = solve_batch(model, thetas, y0, plan, "auto", rtol)
     ok = (np.asarray(status) == OK) & np.all(np.isfinite(observables), axis=(1, 2))
     return observables, ok
 
@@ -141,9 +130,9 @@ def trajectories(results: TwinResults, *, grid: int = 200, draws: int = 200, see
         # Row 0 is the best fit, the others the posterior draws; experiment overrides win over both.
         overrides = {k: v for k, v in experiment.overrides.items() if k in names}
         theta = np.tile(model.parameter_vector({**estimated, **overrides}), (size, 1))
-        for k, name in enumerate(names):
-            if sample is not None and name in sample and name not in overrides:
-                theta[1:, k] = sample[name].to_numpy(dtype=float)
+        if sample is not None:
+            drawn = [k for k, name in enumerate(names) if name in sample.names and name not in overrides]
+            theta[1:, drawn] = sample.thetas(model)[:, drawn]
         thetas.append(theta)
         initials.append(initial_states(model, experiment, theta, fitted.get(experiment.name, {})))
         plans += [plan_for_experiment(model, experiment, times, segments)] * size
@@ -161,8 +150,8 @@ def trajectories(results: TwinResults, *, grid: int = 200, draws: int = 200, see
         usable = solved[1:]
         if usable.any():
             replicates = h[1:][usable]
-            sigmas = {o: sample[f"sigma_{o}"].to_numpy(dtype=float)[usable] for o in model.observable_names
-                      if f"sigma_{o}" in sample}
+            sigmas = {o: sample.column(NOISE_PREFIX + o)[usable] for o in model.observable_names
+                      if NOISE_PREFIX + o in sample.names}
             noisy = results.noise is not None and bool(sigmas)
             if noisy:
                 replicates = _replicated(replicates, model.observable_names, sigmas, results.noise, rng)
