@@ -56,6 +56,7 @@ from biotwin.io.sbml import (
 from biotwin.likelihood import (
     DEFAULT_SIGMA_FLOOR,
     DISTRIBUTIONS,
+    NOISE_PREFIX,
     PROPORTIONAL_FLOOR,
     LikelihoodSpec,
     ParameterVector,
@@ -729,7 +730,7 @@ def write_petab(
     bounded = [p.name for p in model.parameters if math.isfinite(p.lower) and math.isfinite(p.upper)]
     objective = dataset_objective(model, dataset, noise=noise, estimate=bounded, sigma=sigma)
     observables = dataset.observables
-    sigma_names = {o: f"sigma_{o}" for o in observables}
+    sigma_names = {o: f"{NOISE_PREFIX}{o}" for o in observables}
     values = _written_parameters(model, objective, parameters, tuple(sigma_names.values()))
 
     names = _Names({*model.states, *model.parameter_names, *model.inputs, COMPARTMENT, *sigma_names.values()})
