@@ -37,9 +37,18 @@ demo: $(STAMP)
 	$(BIN)/biotwin predict $(DEMO)/lynx_hare_twin examples/scenarios/lynx_hare.yaml
 	$(BIN)/biotwin report $(DEMO)/lynx_hare_twin -o $(DEMO)/report.html
 	$(BIN)/biotwin report $(DEMO)/lynx_hare_discovered -o $(DEMO)/discovered_report.html
-	@echo "demo outputs are in $(DEMO)/: the report $(DEMO)/report.html (fit, posterior, profiles, virtual"
-	@echo "experiments of the lynx-hare twin), $(DEMO)/discovered_report.html (the model discovered from the data"
-	@echo "alone), lynx_hare.png, influenza.png, lynx_release.png and the CSV tables"
+	rm -rf $(DEMO)/influenza_twin
+	$(BIN)/biotwin fit examples/models/sir_influenza.txt examples/data/influenza_1978_boarding_school.csv \
+		--noise proportional --starts 8 -o $(DEMO)/influenza_twin
+	$(BIN)/biotwin profile $(DEMO)/influenza_twin --noise proportional
+	$(BIN)/biotwin infer $(DEMO)/influenza_twin --noise proportional --samples 500
+	$(BIN)/biotwin predict $(DEMO)/influenza_twin examples/scenarios/influenza.yaml
+	$(BIN)/biotwin report $(DEMO)/influenza_twin -o $(DEMO)/influenza_report.html
+	@echo "demo outputs are in $(DEMO)/:"
+	@echo "  $(DEMO)/report.html            the lynx-hare twin: fit, posterior, profiles, virtual experiments"
+	@echo "  $(DEMO)/discovered_report.html the lynx-hare model discovered from the data alone"
+	@echo "  $(DEMO)/influenza_report.html  the influenza twin: fit, posterior, profiles, interventions"
+	@echo "  lynx_hare.png, influenza.png, lynx_release.png and the CSV tables"
 
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest

@@ -188,3 +188,38 @@ def test_cli_predict_writes_forecasts_and_refuses_bad_scenarios(tmp_path: Path) 
     assert result.exit_code == 2
     assert "unknown parameter 'omega'" in result.output
     assert not (twin / "forecasts.json").exists()
+
+
+def test_feedback_rule_is_trained_through_the_closed_loop_and_replays_as_its_doses() -> None:
+    from biotwin.feedback import FeedbackDesign, train_feedback
+
+    model = Model.from_text("""
+        dD/dt = -2*D
+        dT/dt = 0.3*T - kd*D*T
+        kd in [0.01, 5] = 0.5
+        D(0) = 0
+        T(0) = 1
+    """)
+    scenario = Scenario("base", horizon=10, times=tuple(np.linspace(0, 10, 51)))
+    doses = BolusDesign("D", (0.0, 3.0, 6.0, 9.0), max_dose=6.0, max_total=12.0)
+    draws = lognormal_draws(model, ("kd",), 8, spread=0.3)
+    rule = train_feedback(model, scenario, FeedbackDesign(doses, ("T",), width=4), Goal("T", "final"), draws=draws,
+                          max_iterations=60)
+    # Here every patient's best doses are the same (6 at t=0 and t=3, see above): the rule must find them.
+    optimum = float(np.mean(np.exp(3.0 - 6.0 * draws.values[:, 0])))
+    assert rule.value < rule.start_value and rule.value == pytest.approx(optimum, rel=0.05)
+    result, given = rule.forecast(model, scenario, draws)
+    assert given.shape == (8, 4) and np.all(given >= 0) and np.all(given <= 6.0 + 1e-9)
+    assert np.all(given.sum(axis=1) <= 12.0 + 1e-9)
+    assert np.mean(result.at("T", 10.0)) == pytest.approx(rule.value, rel=1e-6)
+    # The closed loop is the open-loop solve of the doses it chose, draw by draw.
+    for s in (0, 5):
+        replay = forecast(model, Scenario("replay", horizon=10, times=scenario.times,
+                                          doses=tuple(Dosing("D", float(a), t) for a, t in zip(given[s], doses.times) if a > 0)),
+                          ParameterDraws(draws.names, draws.values[s:s + 1]))
+        np.testing.assert_allclose(replay.trajectories("T")[0], result.trajectories("T")[s], rtol=1e-5)
+    with pytest.raises(DataError, match="observes unknown state or observable 'X'"):
+        train_feedback(model, scenario, FeedbackDesign(doses, ("X",)), Goal("T", "final"), draws=draws)
+    with pytest.raises(DataError, match="'feedback' needs 'observe"):
+        read_design({"scenario": {"horizon": 5}, "goal": {"quantity": "T"}, "feedback": {"width": 3},
+                     "bolus": {"state": "D", "times": [0, 1], "max_dose": 1}})

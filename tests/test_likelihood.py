@@ -176,3 +176,14 @@ def test_bad_input_is_a_clear_model_error():
     negative = Dataset.from_arrays([0.0, 1.0, 2.0], np.array([[2.0], [-0.1], [0.7]]), ["x"])
     with pytest.raises(DataError, match="log-normal noise needs positive measurements"):
         dataset_objective(unbounded, negative, noise="lognormal", estimate=[])
+
+
+def test_fixed_parameters_are_not_estimated_by_default():
+    model = Model.from_text("dx/dt = -k*x/V\nx(0) = 2\nk in [0, 10] = 0.5\nV = 2 fixed")
+    data = Dataset.from_arrays([0.0, 1.0, 2.0], np.array([[2.0], [1.6], [1.3]]), ["x"])
+    objective = dataset_objective(model, data, sigma=0.1)
+    assert objective.names == ("k",)
+    # V stays at 2: the best k over a grid is about twice the best rate k/V.
+    grid = np.linspace(0.1, 2.0, 191)
+    best = grid[np.argmin([float(objective.nll(np.array([k]))) for k in grid])]
+    assert 0.35 < best < 0.5

@@ -178,3 +178,13 @@ def test_direct_construction_declares_parameters():
     assert model.parameters == (Parameter("k", 0.3, 0.0, 1.0),)
     with pytest.raises(ModelError, match="unknown symbol 'q'"):
         Model(("x",), (-x,), parameters=(Parameter("q"),))
+
+
+def test_fixed_parameters_are_known_constants():
+    model = Model.from_text("dS/dt = -b*S*I/N\ndI/dt = b*S*I/N - g*I/K\nb in [0, 5] = 1.7\ng in [0, 2] = 0.5\n"
+                            "N = 763 fixed\nK in [1, 10] = 2 fixed\nS(0) = 760\nI(0) = 3")
+    assert model.parameter("N").fixed and model.parameter("K").fixed and not model.parameter("b").fixed
+    assert model.free_parameter_names == ("b", "g")
+    again = Model.from_text(model.to_text())
+    assert again.parameter("N") == model.parameter("N") and again.parameter("K") == model.parameter("K")
+    assert "N = 763.0 fixed" in model.to_text()

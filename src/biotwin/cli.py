@@ -519,7 +519,7 @@ def predict(
     console.print(table)
     differences = [compare(forecasts[c.scenario], forecasts[c.baseline], c.quantity, c.time) for c in plan.comparisons]
     for difference in differences:
-        console.print(f"  {difference.text} (90 % interval over {difference.draws} paired draws)", highlight=False)
+        console.print(f"  {difference.scenario}: {difference.text} (90 % interval over {difference.draws} paired draws)", highlight=False)
     for forecast in forecasts.values():
         if forecast.n_failed:
             errors.print(f"[yellow]warning:[/] scenario '{forecast.scenario.name}': {forecast.n_failed} of "
@@ -552,7 +552,8 @@ def optimize(
     Minimises the goal (a quantity at the horizon, its area, or the time above a threshold) under
     dose limits and bounds on other quantities (toxicity), by gradients through the solver; then
     forecasts the optimum, the standard regimen of the file and no treatment over up to 1,000
-    posterior draws and compares them draw by draw.
+    posterior draws and compares them draw by draw. With 'feedback:' in the design file, a
+    neural-network rule that doses from the observed state is trained too and compared.
     """
     import json
 
@@ -562,6 +563,7 @@ def optimize(
 
     from biotwin.control import BolusDesign, goal_values, optimise_schedule, read_design
     from biotwin.experiment import compare, forecast
+    from biotwin.feedback import train_feedback
     from biotwin.io.files import atomic_write_text
     from biotwin.io.twin import load_twin
     from biotwin.progress import rich_progress
@@ -570,15 +572,27 @@ def optimize(
     twin = load_twin(twin_folder)
     plan = read_design(design_file)
     base = plan.scenario
-    with rich_progress(errors, f"optimising over {plan.draws} draws") as progress:
+    # Optimise over some draws, test on others: an optimum fitted to its draws looks better on them.
+    training, testing = twin.draws(None).split(plan.draws, seed)
+    with rich_progress(errors, f"optimising over {len(training)} draws") as progress:
         schedule = optimise_schedule(twin.model, base, plan.design, plan.goal, bounds=plan.bounds,
-                                     draws=twin.draws(plan.draws, seed), robust=plan.robust,
+                                     draws=training, robust=plan.robust,
                                      confidence=plan.confidence, progress=progress)
+    rule = None
+    if plan.feedback is not None:
+        with rich_progress(errors, f"training the feedback rule over {len(training)} draws") as progress:
+            rule = train_feedback(twin.model, base, plan.feedback, plan.goal, bounds=plan.bounds,
+                                  draws=training, robust=plan.robust,
+                                  confidence=plan.confidence, progress=progress)
     regimens = {"no treatment": replace(base, name="no treatment"), "optimised": schedule.scenario(base, "optimised")}
     if plan.standard:
         regimens["standard"] = replace(base, name="standard", doses=plan.standard)
-    draws = twin.draws(1000, seed)
+    draws = testing.subsample(1000, seed)
     forecasts = {name: forecast(twin.model, scenario, draws) for name, scenario in regimens.items()}
+    totals = {"no treatment": 0.0, "optimised": schedule.total, "standard": float(sum(d.amount * d.count for d in plan.standard))}
+    if rule is not None:
+        forecasts["feedback"], given = rule.forecast(twin.model, base, draws)
+        totals["feedback"] = float(np.median(given.sum(axis=1)))
     schedule_table = Table(title=f"{plan.goal.text}: optimised schedule ({'converged' if schedule.converged else schedule.message}, "
                                  f"{schedule.iterations} iterations, {schedule.seconds:.0f} s)")
     for column in ("time", "amount" if isinstance(plan.design, BolusDesign) else "rate"):
@@ -587,11 +601,12 @@ def optimize(
         if given:
             schedule_table.add_row(f"{t:.4g}", f"{a:.4g}")
     console.print(schedule_table)
-    table = Table(title=f"goal per regimen over {draws.values.shape[0]} {draws.source} draw(s)",
+    held_out = " not optimised over" if len(testing) < len(twin.draws(None)) else ""
+    table = Table(title=f"goal per regimen over {len(draws)} {draws.source} draw(s){held_out}",
                   caption="median [5 %, 95 %]")
-    for column in ("regimen", "total dose", "goal", *(f"{b.quantity} worst" for b in plan.bounds), "failed"):
+    for column in ("regimen", "total dose" + (" (median)" if rule else ""), "goal",
+                   *(f"{b.quantity} worst" for b in plan.bounds), "failed"):
         table.add_column(column, justify="left" if column == "regimen" else "right")
-    totals = {"no treatment": 0.0, "optimised": schedule.total, "standard": float(sum(d.amount * d.count for d in plan.standard))}
     summary = {}
     for name, result in forecasts.items():
         values = goal_values(result, plan.goal)
@@ -605,16 +620,17 @@ def optimize(
         summary[name] = {"total": totals[name], "goal_median": float(mid), "goal_q05": float(low), "goal_q95": float(high)}
     console.print(table)
     differences = []
-    for reference in ("standard", "no treatment"):
-        if reference in forecasts and plan.goal.kind == "final":
-            differences.append(compare(forecasts["optimised"], forecasts[reference], plan.goal.quantity, base.horizon))
+    for scenario, reference in (("optimised", "standard"), ("optimised", "no treatment"), ("feedback", "optimised")):
+        if scenario in forecasts and reference in forecasts and plan.goal.kind == "final":
+            differences.append(compare(forecasts[scenario], forecasts[reference], plan.goal.quantity, base.horizon))
     for difference in differences:
-        console.print(f"  optimised: {difference.text} (90 % interval, paired draws)", highlight=False)
+        console.print(f"  {difference.scenario}: {difference.text} (90 % interval, paired draws)", highlight=False)
     folder = output or twin_folder
     record = {"goal": plan.goal.text, "times": schedule.times.tolist(), "amounts": schedule.amounts.tolist(),
               "total": schedule.total, "value": schedule.value, "start_value": schedule.start_value,
               "converged": schedule.converged, "message": schedule.message, "iterations": schedule.iterations,
-              "seconds": schedule.seconds, "regimens": summary, "comparisons": [d.to_record() for d in differences]}
+              "seconds": schedule.seconds, "regimens": summary, "comparisons": [d.to_record() for d in differences],
+              "feedback": rule.to_record() if rule is not None else None}
     written = [atomic_write_text(folder / "schedule.json", json.dumps(record, indent=1) + "\n"),
                plot_forecasts(forecasts, folder / "schedule.png", time_unit=twin.dataset.time_unit)]
     errors.print("wrote " + ", ".join(str(p) for p in written))

@@ -221,7 +221,7 @@ def _plan_builder(model: Model, scenario: Scenario, design: Design) -> Any:
     return plan
 
 
-def _check(model: Model, scenario: Scenario, design: Design, goal: Goal, bounds: Sequence[Bound]) -> None:
+def check_problem(model: Model, scenario: Scenario, design: Design, goal: Goal, bounds: Sequence[Bound]) -> None:
     scenario.check(model)
     if scenario.doses or scenario.infusions or scenario.inputs:
         raise DataError(f"scenario '{scenario.name}' has its own doses, infusions or inputs; a scenario to optimise gives "
@@ -261,32 +261,77 @@ def optimise_schedule(
     every SLSQP iteration (see :mod:`biotwin.progress`). Raises :class:`ModelError` when the solve fails
     at the start for every draw.
     """
-    import jax
     import jax.numpy as jnp
-    from scipy.optimize import minimize
 
-    from biotwin import _jax  # noqa: F401
-    from biotwin.simulate import OK, STIFF_METHOD, explicit_method, is_stiff, simulator
+    from biotwin.simulate import OK
 
     began = time.perf_counter()
-    _check(model, scenario, design, goal, bounds)
+    check_problem(model, scenario, design, goal, bounds)
+    outcomes = criterion(model, scenario, goal, bounds, robust, confidence)
+    solved, theta, y0, solve = batched_solve(model, scenario, draws, rtol, atol)
+    plan_of = _plan_builder(solved, scenario, design)
+
+    def stacked(v: Any) -> Any:
+        states, observables, status, _ = solve(jnp.asarray(theta), jnp.asarray(y0), plan_of(v))
+        return outcomes(states, observables, status == OK)
+
+    n_amounts = len(design.times) if isinstance(design, BolusDesign) else design.size
+    widths = (np.ones(n_amounts) if isinstance(design, BolusDesign) else np.diff(design.grid))
+    scale = design.max_dose if isinstance(design, BolusDesign) else design.max_rate
+    if start is None:
+        budget = design.max_total if design.max_total is not None else scale * float(np.sum(widths))
+        share = min(1.0, budget / (scale * float(np.sum(widths))))
+        start = np.concatenate([np.full(n_amounts, share), np.full(design.size - n_amounts, 0.5)])
+    start = np.clip(np.asarray(start, dtype=float), 0.0, 1.0)
+    if start.shape != (design.size,):
+        raise DataError(f"the start design needs {design.size} numbers in [0, 1], got {start.shape}")
+    linear = None
+    if design.max_total is not None:
+        linear = np.concatenate([scale * widths, np.zeros(design.size - n_amounts)]) / design.max_total
+    found = minimise_with_constraints(stacked, start, box=(0.0, 1.0), budget_row=linear,
+                                      max_iterations=max_iterations, progress=progress)
+    v = np.clip(found.x, 0.0, 1.0)
+    plan = plan_of(jnp.asarray(v))
+    amounts = np.asarray(v[:n_amounts]) * scale
+    chosen_times = np.asarray(plan.boundaries[1:-1]) if isinstance(design, BolusDesign) else np.array(design.grid[:-1])
+    sign = -1.0 if goal.maximise else 1.0
+    return Schedule(design, amounts, chosen_times, sign * found.value, sign * found.start_value, found.converged,
+                    found.message, found.iterations, time.perf_counter() - began)
+
+
+def batched_solve(model: Model, scenario: Scenario, draws: ParameterDraws | None, rtol: float,
+                  atol: float) -> tuple[Model, np.ndarray, np.ndarray, Any]:
+    """The scenario's model, the draws' parameter sets and initial states, and a solve vmapped over draws.
+
+    The solver is Kvaerno5 when the system is stiff at the draws, else the explicit method for ``rtol``.
+    """
+    import jax
+
+    from biotwin import _jax  # noqa: F401
+    from biotwin.simulate import STIFF_METHOD, explicit_method, is_stiff, simulator
+
+    solved, theta, y0 = scenario.parameter_sets(model, draws or ParameterDraws.of_model(model))
+    method = STIFF_METHOD if is_stiff(solved, theta, y0, scenario.horizon - scenario.start) else explicit_method(rtol)
+    return solved, theta, y0, jax.vmap(simulator(solved, method, rtol, atol).solve, in_axes=(0, 0, None))
+
+
+def criterion(model: Model, scenario: Scenario, goal: Goal, bounds: Sequence[Bound],
+              robust: Literal["mean"] | float, confidence: float) -> Any:
+    """``outcomes(states, observables, ok)`` over draws (JAX): the goal's value (mean or ``robust``-quantile,
+    to minimise) stacked on the bounds' slacks (each >= 0 when the bound holds in a ``confidence`` share)."""
+    import jax
+    import jax.numpy as jnp
+
     if robust != "mean" and not (isinstance(robust, float) and 0.0 < robust < 1.0):
         raise DataError(f"robust must be 'mean' or a quantile in (0, 1), got {robust!r}")
-    solved, theta, y0 = scenario.parameter_sets(model, draws or ParameterDraws.of_model(model))
-    times = scenario.output_times()
-    method = STIFF_METHOD if is_stiff(solved, theta, y0, scenario.horizon - scenario.start) else explicit_method(rtol)
-    solve = jax.vmap(simulator(solved, method, rtol, atol).solve, in_axes=(0, 0, None))
-    plan_of = _plan_builder(solved, scenario, design)
-    weights = np.gradient(times)  # trapezoid-like quadrature weights on the output grid
+    weights = np.gradient(scenario.output_times())  # trapezoid-like quadrature weights on the output grid
 
     def quantity(states: Any, observables: Any, name: str) -> Any:
-        if name in solved.states:
-            return states[..., solved.states.index(name)]
-        return observables[..., solved.observable_names.index(name)]
+        if name in model.states:
+            return states[..., model.states.index(name)]
+        return observables[..., model.observable_names.index(name)]
 
-    def evaluate(v: Any) -> tuple[Any, Any]:
-        states, observables, status, _ = solve(jnp.asarray(theta), jnp.asarray(y0), plan_of(v))
-        ok = status == OK
+    def outcomes(states: Any, observables: Any, ok: Any) -> Any:
         q = quantity(states, observables, goal.quantity)
         if goal.kind == "final":
             per_draw = q[:, -1]
@@ -305,71 +350,77 @@ def optimise_schedule(
                 slack.append(bound.upper - jnp.quantile(jnp.max(b, axis=1), confidence))
             if bound.lower is not None:
                 slack.append(jnp.quantile(jnp.min(b, axis=1), 1 - confidence) - bound.lower)
-        return value, jnp.stack(slack) if slack else jnp.zeros(0)
+        return jnp.concatenate([value[None], jnp.stack(slack) if slack else jnp.zeros(0)])
 
-    def stacked(v: Any) -> Any:
-        value, slack = evaluate(v)
-        return jnp.concatenate([value[None], slack])
+    return outcomes
 
-    # Goal and constraints and their derivatives from one compiled program (one reverse sweep per
-    # output), remembered for the last design: SLSQP asks for them separately at the same point.
-    def with_primal(v: Any) -> tuple[Any, Any]:
-        outputs = stacked(v)
+
+@dataclass(frozen=True, eq=False)
+class Minimum:
+    """What :func:`minimise_with_constraints` found: the vector ``x``, the objective there and at the start."""
+
+    x: np.ndarray
+    value: float
+    start_value: float
+    converged: bool
+    message: str
+    iterations: int
+
+
+def minimise_with_constraints(stacked: Any, start: np.ndarray, *, box: tuple[float, float] | None,
+                              budget_row: np.ndarray | None, max_iterations: int, progress: Any) -> Minimum:
+    """Minimise ``stacked(x)[0]`` subject to ``stacked(x)[1:] >= 0``, ``budget_row @ x <= 1`` and ``x`` in ``box``, by SLSQP.
+
+    ``stacked`` is a JAX function; the objective, the constraints and their Jacobian come from one
+    compiled program (one reverse sweep per output), remembered for the last x: SLSQP asks for
+    them separately at the same point. ``progress(done, total, label)`` is called every iteration.
+    Raises :class:`ModelError` when the objective is not finite at the start.
+    """
+    import jax
+    import jax.numpy as jnp
+    from scipy.optimize import minimize
+
+    def with_primal(x: Any) -> tuple[Any, Any]:
+        outputs = stacked(x)
         return outputs, outputs
 
     jacobian_and_outputs = jax.jit(jax.jacrev(with_primal, has_aux=True))
     memo: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
 
-    def at(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        key = np.asarray(v, dtype=float).tobytes()
+    def at(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        key = np.asarray(x, dtype=float).tobytes()
         if key not in memo:
             memo.clear()
-            jacobian, outputs = jacobian_and_outputs(jnp.asarray(v, dtype=jnp.float64))
+            jacobian, outputs = jacobian_and_outputs(jnp.asarray(x, dtype=jnp.float64))
             memo[key] = (np.asarray(outputs, dtype=float), np.asarray(jacobian, dtype=float))
         return memo[key]
 
-    n_amounts = len(design.times) if isinstance(design, BolusDesign) else design.size
-    widths = (np.ones(n_amounts) if isinstance(design, BolusDesign) else np.diff(design.grid))
-    scale = design.max_dose if isinstance(design, BolusDesign) else design.max_rate
-    if start is None:
-        budget = design.max_total if design.max_total is not None else scale * float(np.sum(widths))
-        share = min(1.0, budget / (scale * float(np.sum(widths))))
-        start = np.concatenate([np.full(n_amounts, share), np.full(design.size - n_amounts, 0.5)])
-    start = np.clip(np.asarray(start, dtype=float), 0.0, 1.0)
-    if start.shape != (design.size,):
-        raise DataError(f"the start design needs {design.size} numbers in [0, 1], got {start.shape}")
     start_value = float(at(start)[0][0])
     if not np.isfinite(start_value):
         raise ModelError("the model cannot be solved for any draw at the start design; check the scenario")
     norm = max(abs(start_value), 1e-12)
 
-    def fun(v: np.ndarray) -> tuple[float, np.ndarray]:
-        outputs, jacobian = at(v)
+    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+        outputs, jacobian = at(x)
         return float(outputs[0]) / norm, jacobian[0] / norm
 
     constraints = []
-    if bounds:
-        constraints.append({"type": "ineq", "fun": lambda v: at(v)[0][1:], "jac": lambda v: at(v)[1][1:]})
-    if design.max_total is not None:
-        row = np.concatenate([scale * widths, np.zeros(design.size - n_amounts)]) / design.max_total
-        constraints.append({"type": "ineq", "fun": lambda v: np.array([1.0 - row @ v]), "jac": lambda v: -row[None, :]})
+    if at(start)[0].size > 1:
+        constraints.append({"type": "ineq", "fun": lambda x: at(x)[0][1:], "jac": lambda x: at(x)[1][1:]})
+    if budget_row is not None:
+        row = np.asarray(budget_row, dtype=float)
+        constraints.append({"type": "ineq", "fun": lambda x: np.array([1.0 - row @ x]), "jac": lambda x: -row[None, :]})
     iterations = [0]
 
-    def report(v: np.ndarray) -> None:
+    def report(x: np.ndarray) -> None:
         iterations[0] += 1
         if progress is not None:
-            progress(iterations[0], max_iterations, f"goal {float(at(v)[0][0]):.4g}")
+            progress(iterations[0], max_iterations, f"goal {float(at(x)[0][0]):.4g}")
 
-    result = minimize(fun, start, jac=True, method="SLSQP", bounds=[(0.0, 1.0)] * design.size,
+    result = minimize(fun, start, jac=True, method="SLSQP", bounds=None if box is None else [box] * start.size,
                       constraints=constraints, callback=report, options={"maxiter": max_iterations, "ftol": 1e-7})
-    v = np.clip(result.x, 0.0, 1.0)
-    plan = plan_of(jnp.asarray(v))
-    amounts = np.asarray(v[:n_amounts]) * scale
-    chosen_times = np.asarray(plan.boundaries[1:-1]) if isinstance(design, BolusDesign) else np.array(design.grid[:-1])
-    value = float(at(v)[0][0])
-    sign = -1.0 if goal.maximise else 1.0
-    return Schedule(design, amounts, chosen_times, sign * value, sign * start_value, bool(result.success),
-                    str(result.message), int(result.nit), time.perf_counter() - began)
+    x = np.asarray(result.x, dtype=float) if box is None else np.clip(result.x, *box)
+    return Minimum(x, float(at(x)[0][0]), start_value, bool(result.success), str(result.message), int(result.nit))
 
 
 def standard_schedule(design: BolusDesign, amount: float, times: Sequence[float]) -> Schedule:
@@ -408,9 +459,10 @@ class OptimisationPlan:
     confidence: float = 0.9
     draws: int = 100
     standard: tuple[Dosing, ...] = ()
+    feedback: Any = None  # a biotwin.feedback.FeedbackDesign, trained beside the open-loop optimum
 
 
-DESIGN_KEYS = ("scenario", "bolus", "infusion", "goal", "bounds", "robust", "confidence", "draws", "standard")
+DESIGN_KEYS = ("scenario", "bolus", "infusion", "goal", "bounds", "robust", "confidence", "draws", "standard", "feedback")
 
 
 def read_design(source: Any) -> OptimisationPlan:
@@ -424,6 +476,10 @@ def read_design(source: Any) -> OptimisationPlan:
         confidence: 0.9                                                     # bounds hold in this share of draws
         draws: 100                                                          # posterior draws optimised over
         standard: [{state: C, amount: 25, start: 0, every: 7, count: 4}]    # the regimen to beat
+        feedback: {observe: [T, N], width: 8}                               # also train a feedback rule
+
+    ``feedback`` (bolus designs only) asks for a :class:`biotwin.feedback.FeedbackDesign` on the
+    same decision times and limits, to compare with the open-loop optimum.
     """
     from pathlib import Path
 
@@ -482,8 +538,18 @@ def read_design(source: Any) -> OptimisationPlan:
     confidence = float(content.get("confidence", 0.9))
     if not 0.0 < confidence <= 1.0:
         raise DataError(f"{where}: confidence must lie in (0, 1], got {confidence}")
+    feedback = None
+    if content.get("feedback") is not None:
+        from biotwin.feedback import FeedbackDesign
+
+        if not isinstance(design, BolusDesign):
+            raise DataError(f"{where}: a feedback rule decides bolus doses; give 'bolus', not 'infusion', with 'feedback'")
+        entry = content["feedback"]
+        if not isinstance(entry, dict) or not isinstance(entry.get("observe"), list):
+            raise DataError(f"{where}: 'feedback' needs 'observe: [quantities the rule sees]' (and optionally width, depth, seed)")
+        feedback = build(FeedbackDesign, {**entry, "doses": design, "observe": tuple(entry["observe"])}, "feedback")
     return OptimisationPlan(
         scenario, design, build(Goal, content["goal"], "goal"),
         tuple(build(Bound, b, "bounds") for b in content.get("bounds") or []), robust, confidence, draws,
-        tuple(build(Dosing, d, "standard") for d in content.get("standard") or []),
+        tuple(build(Dosing, d, "standard") for d in content.get("standard") or []), feedback,
     )

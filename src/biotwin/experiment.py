@@ -433,6 +433,18 @@ class ParameterDraws:
         rows = np.sort(np.random.default_rng(seed).choice(len(self), size=count, replace=False))
         return ParameterDraws(self.names, self.values[rows], self.source)
 
+    def split(self, count: int, seed: int = 0) -> tuple[ParameterDraws, ParameterDraws]:
+        """``count`` draws chosen at random, and the others (for testing on draws not trained on).
+
+        With no more than ``count`` draws, both parts are all of them.
+        """
+        if count >= len(self):
+            return self, self
+        chosen = np.zeros(len(self), dtype=bool)
+        chosen[np.random.default_rng(seed).choice(len(self), size=count, replace=False)] = True
+        return (ParameterDraws(self.names, self.values[chosen], self.source),
+                ParameterDraws(self.names, self.values[~chosen], self.source))
+
     def thetas(self, model: Model) -> np.ndarray:
         """(S, P): the model's parameter values, replaced by the draws where they name a model parameter."""
         theta = np.tile(model.parameter_vector(), (len(self), 1))

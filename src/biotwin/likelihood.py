@@ -408,7 +408,7 @@ def dataset_objective(
     * ``"proportional"``: y = h (1 + sigma_j e), i.e. normal with sigma_m = sigma_j max(|h|, delta_j),
       where delta_j = 1e-8 max|y_j| keeps the likelihood finite where h crosses zero.
 
-    Estimated parameters: ``estimate`` (default: every model parameter), each on the scale its
+    Estimated parameters: ``estimate`` (default: every model parameter not declared ``fixed``), each on the scale its
     :class:`~biotwin.model.Parameter` declares, within its bounds (which must then be finite: a
     multi-start needs a box, so an unbounded estimated parameter raises :class:`ModelError`);
     then one noise parameter ``sigma_<observable>`` per observable on the log10 scale, within
@@ -427,7 +427,7 @@ def dataset_objective(
     if noise not in NOISE_MODELS:
         raise ModelError(f"unknown noise model '{noise}'; choose one of {', '.join(NOISE_MODELS)}")
     names = model.parameter_names
-    estimated = tuple(names if estimate is None else estimate)
+    estimated = tuple(model.free_parameter_names if estimate is None else estimate)
     for name in estimated:
         if name not in names:
             raise ModelError(model.unknown_message("parameter", name, names))

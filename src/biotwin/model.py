@@ -12,6 +12,7 @@ may leave some states hidden. Models are written as text, one statement per line
     dy/dt = -c*y + d*x*y
     a in [0, 5] = 1.0          # bounds and a default value
     k in [1e-3, 1e3] log       # searched on a log10 scale
+    N = 763 fixed              # a known constant: held at its value by calibration
     x(0) = x0                  # initial value: a number or an expression of parameters
     v = Vmax*S/(Km + S)        # a named rate, substituted where it is used
     observable hare = s*x      # what is measured (default: every state, under its own name)
@@ -61,7 +62,7 @@ _NAME = r"[A-Za-z_][A-Za-z_0-9]*"
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _DERIVATIVE = re.compile(rf"^d\s*\(?\s*({_NAME})\s*\)?\s*/\s*d\s*t\s*=(.*)$")
 _BOUNDS = re.compile(
-    rf"^({_NAME})\s+in\s+[\[(]\s*({_NUMBER}|-?inf)\s*,\s*({_NUMBER}|-?inf)\s*[\])]\s*(log|log10|lin)?\s*(?:=\s*({_NUMBER}))?$"
+    rf"^({_NAME})\s+in\s+[\[(]\s*({_NUMBER}|-?inf)\s*,\s*({_NUMBER}|-?inf)\s*[\])]\s*(log|log10|lin)?\s*(?:=\s*({_NUMBER}))?(\s+fixed)?$"
 )
 _INITIAL = re.compile(rf"^({_NAME})\s*\(\s*(?:0|t0)\s*\)\s*=(.*)$")
 _OBSERVABLE = re.compile(rf"^(?:observable|obs)\s+({_NAME})\s*=(.*)$")
@@ -81,7 +82,8 @@ class Parameter:
     """A model parameter with its default value and the interval it may take.
 
     ``scale`` says how calibration should search it: ``"log10"`` for rates that span decades
-    (then both bounds must be positive).
+    (then both bounds must be positive). A ``fixed`` parameter is a known constant (a population
+    size, a molecular weight): calibration holds it at ``value`` instead of estimating it.
     """
 
     name: str
@@ -89,6 +91,7 @@ class Parameter:
     lower: float = -math.inf
     upper: float = math.inf
     scale: Scale = "lin"
+    fixed: bool = False
 
     def __post_init__(self) -> None:
         if not self.lower <= self.upper:
@@ -103,7 +106,8 @@ class Parameter:
     def to_text(self) -> str:
         bounds = "" if (self.lower, self.upper) == (-math.inf, math.inf) else f" in [{_num(self.lower)}, {_num(self.upper)}]"
         scale = " log" if self.scale == "log10" else ""
-        return f"{self.name}{bounds}{scale} = {_num(self.value)}"
+        fixed = " fixed" if self.fixed else ""
+        return f"{self.name}{bounds}{scale} = {_num(self.value)}{fixed}"
 
 
 @dataclass(frozen=True)
@@ -217,6 +221,11 @@ class Model:
     @property
     def parameter_names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.parameters)
+
+    @property
+    def free_parameter_names(self) -> tuple[str, ...]:
+        """The parameters calibration estimates by default: all but the ``fixed`` ones."""
+        return tuple(p.name for p in self.parameters if not p.fixed)
 
     @property
     def observable_names(self) -> tuple[str, ...]:
@@ -417,10 +426,11 @@ def _parse(text: str, name: str | None) -> Model:
             states.append(state)
             rhs_text[state] = (number, expr)
         elif match := _BOUNDS.match(line):
-            pname, lower, upper, scale, value = match.groups()
+            pname, lower, upper, scale, value, fixed = match.groups()
             lo, hi = float(lower), float(upper)
             default = float(value) if value is not None else _default_value(lo, hi, scale)
-            parameters[pname] = _parameter(number, pname, default, lo, hi, "log10" if scale in ("log", "log10") else "lin")
+            parameters[pname] = _parameter(number, pname, default, lo, hi, "log10" if scale in ("log", "log10") else "lin",
+                                           fixed=fixed is not None)
             parameter_lines[pname] = number
         elif match := _INITIAL.match(line):
             initial_text[match.group(1)] = (number, match.group(2).strip())
@@ -434,8 +444,9 @@ def _parse(text: str, name: str | None) -> Model:
                 declared_states.update({n: number for n in names})
         elif match := _ASSIGNMENT.match(line):
             left, right = match.group(1), match.group(2).strip()
-            if re.fullmatch(_NUMBER, right):
-                parameters[left] = _parameter(number, left, float(right), -math.inf, math.inf, "lin")
+            if constant := re.fullmatch(rf"({_NUMBER})(\s+fixed)?", right):
+                parameters[left] = _parameter(number, left, float(constant.group(1)), -math.inf, math.inf, "lin",
+                                              fixed=constant.group(2) is not None)
                 parameter_lines[left] = number
             else:
                 assignments[left] = (number, right)
@@ -508,9 +519,10 @@ def _default_value(lower: float, upper: float, scale: str | None) -> float:
     return 1.0
 
 
-def _parameter(number: int, name: str, value: float, lower: float, upper: float, scale: Scale) -> Parameter:
+def _parameter(number: int, name: str, value: float, lower: float, upper: float, scale: Scale,
+               fixed: bool = False) -> Parameter:
     try:
-        return Parameter(name, value, lower, upper, scale)
+        return Parameter(name, value, lower, upper, scale, fixed)
     except ModelError as error:
         raise ModelError(f"line {number}: {error}") from None
 

@@ -97,7 +97,8 @@ class Measurements:
         """Replicated measurements (..., M) around predictions ``h`` with noise scales ``sigma``, each
         under its own noise model: T^-1(T(h) + sigma e)."""
         e = np.where(self.laplace, rng.laplace(size=np.shape(h)), rng.standard_normal(np.shape(h)))
-        with np.errstate(divide="ignore", invalid="ignore"):
+        # np.where evaluates every branch: the log-scale ones overflow on the linear-scale rows.
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             log_h = np.log(np.where(h > 0, h, np.nan))
             return np.where(self.transform == 0, h + sigma * e,
                             np.where(self.transform == 1, np.exp(log_h + sigma * e), 10.0 ** (log_h / np.log(10.0) + sigma * e)))

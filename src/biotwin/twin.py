@@ -101,7 +101,7 @@ def bounded(model: Model) -> Model:
     """``model`` with every unbounded parameter given sign-keeping bounds around its value, so it can be calibrated.
 
     A positive coefficient c gets [c / SPAN, c SPAN] on the log scale (rates span decades), a
-    negative one [c SPAN, c / SPAN]; a zero one [-1, 1]. Bounded parameters are kept as they are.
+    negative one [c SPAN, c / SPAN]; a zero one [-1, 1]. Bounded and fixed parameters are kept as they are.
     """
     import math
     from dataclasses import replace
@@ -109,7 +109,7 @@ def bounded(model: Model) -> Model:
     from biotwin.model import Parameter
 
     def box(p: Parameter) -> Parameter:
-        if math.isfinite(p.lower) and math.isfinite(p.upper):
+        if p.fixed or (math.isfinite(p.lower) and math.isfinite(p.upper)):
             return p
         if p.value > 0:
             return Parameter(p.name, p.value, p.value / SPAN, p.value * SPAN, "log10")

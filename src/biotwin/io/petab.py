@@ -710,7 +710,7 @@ def write_petab(
       sigma_j max(|h|, delta_j) with delta_j = 1e-8 max|y_j| as in ``dataset_objective`` (h
       written out, since a PEtab v1 noise formula cannot name its observable);
     * the parameter table: every model parameter with its scale, bounds and nominal value,
-      estimated (``estimate`` 1) when its bounds are finite, else fixed; a parameter that some
+      estimated (``estimate`` 1) when its bounds are finite and it is not declared ``fixed``, else fixed; a parameter that some
       experiment overrides is a condition-table column, so the others refer to the estimated
       ``<name>_estimated`` in its place; then ``sigma_<observable>`` on the log10 scale with
       ``dataset_objective``'s bounds and start (fixed at ``sigma`` where that gives it; a
@@ -727,7 +727,7 @@ def write_petab(
 
     folder = Path(folder)
     levels = {e.name: _constant_inputs(model, e) for e in dataset}
-    bounded = [p.name for p in model.parameters if math.isfinite(p.lower) and math.isfinite(p.upper)]
+    bounded = [p.name for p in model.parameters if not p.fixed and math.isfinite(p.lower) and math.isfinite(p.upper)]
     objective = dataset_objective(model, dataset, noise=noise, estimate=bounded, sigma=sigma)
     observables = dataset.observables
     sigma_names = {o: f"{NOISE_PREFIX}{o}" for o in observables}
