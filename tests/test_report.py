@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from biotwin.report.browser import CHROMIUM, drawing_time
 from tests.conftest import EXAMPLES
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path("/tmp/report_screenshots")
 #: A report of 4 experiments and 1,000 posterior draws must open within this time and size.
 MAX_LOAD_SECONDS, MAX_BYTES = 2.0, 10_000_000
@@ -100,21 +99,6 @@ def twin_folder(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"folder": folder, "calibration": calibration, "posterior": posterior}
 
 
-def _load(page, url: str) -> tuple[float, float]:
-    """Seconds from navigation until every plot of the report is drawn: wall-clock time, and the
-    CPU time of the page's main thread (what other processes on the machine do not change)."""
-    session = page.context.new_cdp_session(page)
-    session.send("Performance.enable")
-
-    def cpu() -> float:
-        return next(m["value"] for m in session.send("Performance.getMetrics")["metrics"] if m["name"] == "ThreadTime")
-
-    before, began = cpu(), time.perf_counter()
-    page.goto(url)
-    page.wait_for_selector("body[data-rendered]", timeout=30_000)
-    return time.perf_counter() - began, cpu() - before
-
-
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}; install it with 'make chromium'")
 def test_report_renders_every_section_in_chromium(twin_folder: dict, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
@@ -139,7 +123,7 @@ def test_report_renders_every_section_in_chromium(twin_folder: dict, tmp_path: P
                 page.on("console", lambda message: message.type == "error" and problems.append(message.text))
                 page.on("pageerror", lambda error: problems.append(str(error)))
                 page.on("request", lambda request: request.url.startswith("http") and problems.append(request.url))
-                loads.append(_load(page, report.as_uri()))
+                loads.append(drawing_time(page, report.as_uri()))
                 if loads[-1][0] < MAX_LOAD_SECONDS or attempt == 2:
                     break
                 page.close()
