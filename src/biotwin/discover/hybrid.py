@@ -242,7 +242,7 @@ def train_hybrid(
             # The skeleton first: a small price on the neural terms' size along the trajectory, so
             # that what the known terms can explain is not left to the networks.
             for name in names:
-                size = jax.vmap(lambda y: term(params, name, y))(predicted) / out_scale[name]
+                size = jax.vmap(lambda y, name=name: term(params, name, y))(predicted) / out_scale[name]
                 total = total + TERM_PENALTY * jnp.sum(jnp.where(use.any(axis=1) & jnp.isfinite(size), size, 0.0) ** 2)
         return total / jnp.maximum(count, 1.0)
 
