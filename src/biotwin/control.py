@@ -481,21 +481,12 @@ def read_design(source: Any) -> OptimisationPlan:
     ``feedback`` (bolus designs only) asks for a :class:`biotwin.feedback.FeedbackDesign` on the
     same decision times and limits, to compare with the open-loop optimum.
     """
-    from pathlib import Path
-
-    import yaml
+    from biotwin.io.files import read_yaml
 
     if isinstance(source, dict):
         content, where = source, "the design"
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise DataError(f"{path}: no such design file")
-        try:
-            content = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError:
-            raise DataError(f"{path}: not valid YAML; check the indentation and the colons") from None
-        where = str(path)
+        content, where = read_yaml(source, "design file"), str(source)
     if not isinstance(content, dict):
         raise DataError(f"{where}: a design file is a mapping with {', '.join(DESIGN_KEYS)}")
     unknown = sorted(set(content) - set(DESIGN_KEYS))

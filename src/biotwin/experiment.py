@@ -333,21 +333,10 @@ def read_scenarios(source: str | Path | Mapping[str, Any]) -> ScenarioFile:
         compare:
           - {scenario: weekly, baseline: control, quantity: tumour, time: 30}
     """
-    import yaml
+    from biotwin.io.files import read_yaml
 
     where = str(source) if not isinstance(source, Mapping) else "the scenarios"
-    if isinstance(source, Mapping):
-        content: Any = source
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise DataError(f"{path}: no such scenario file")
-        try:
-            content = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            line = f" at line {mark.line + 1}" if mark is not None else ""
-            raise DataError(f"{path}: not valid YAML{line}; check the indentation and the colons") from None
+    content: Any = source if isinstance(source, Mapping) else read_yaml(source, "scenario file")
     if not isinstance(content, Mapping) or not isinstance(content.get("scenarios"), Mapping) or not content["scenarios"]:
         raise DataError(f"{where}: a scenario file needs a 'scenarios:' mapping of names to settings")
     shared = {k: v for k, v in content.items() if k not in ("scenarios", "compare")}

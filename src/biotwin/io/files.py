@@ -1,4 +1,4 @@
-"""Writing files so that a failure never leaves one half-written."""
+"""Writing files so that a failure never leaves one half-written, and reading the YAML files users write."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
@@ -31,3 +32,23 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
     return atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8", newline=""))
+
+
+def read_yaml(path: str | Path, what: str) -> Any:
+    """The parsed content of the YAML file ``path`` (``what`` it is, e.g. "scenario file", names it in errors).
+
+    A missing file or invalid YAML raises :class:`~biotwin.errors.DataError` with the line of the mistake.
+    """
+    import yaml
+
+    from biotwin.errors import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such {what}")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise DataError(f"{path}: not valid YAML{line}; check the indentation and the colons") from None
