@@ -573,7 +573,8 @@ def optimize(
     plan = read_design(design_file)
     base = plan.scenario
     # Optimise over some draws, test on others: an optimum fitted to its draws looks better on them.
-    training, testing = twin.draws(None).split(plan.draws, seed)
+    posterior = twin.draws(None)
+    training, testing = posterior.split(plan.draws, seed)
     with rich_progress(errors, f"optimising over {len(training)} draws") as progress:
         schedule = optimise_schedule(twin.model, base, plan.design, plan.goal, bounds=plan.bounds,
                                      draws=training, robust=plan.robust,
@@ -601,7 +602,7 @@ def optimize(
         if given:
             schedule_table.add_row(f"{t:.4g}", f"{a:.4g}")
     console.print(schedule_table)
-    held_out = " not optimised over" if len(testing) < len(twin.draws(None)) else ""
+    held_out = " not optimised over" if len(testing) < len(posterior) else ""
     table = Table(title=f"goal per regimen over {len(draws)} {draws.source} draw(s){held_out}",
                   caption="median [5 %, 95 %]")
     for column in ("regimen", "total dose" + (" (median)" if rule else ""), "goal",

@@ -261,6 +261,7 @@ def optimise_schedule(
     every SLSQP iteration (see :mod:`biotwin.progress`). Raises :class:`ModelError` when the solve fails
     at the start for every draw.
     """
+    import jax
     import jax.numpy as jnp
 
     from biotwin.simulate import OK
@@ -268,7 +269,8 @@ def optimise_schedule(
     began = time.perf_counter()
     check_problem(model, scenario, design, goal, bounds)
     outcomes = criterion(model, scenario, goal, bounds, robust, confidence)
-    solved, theta, y0, solve = batched_solve(model, scenario, draws, rtol, atol)
+    solved, theta, y0, solve_one = scenario_solver(model, scenario, draws, rtol, atol)
+    solve = jax.vmap(solve_one, in_axes=(0, 0, None))
     plan_of = _plan_builder(solved, scenario, design)
 
     def stacked(v: Any) -> Any:
@@ -299,20 +301,18 @@ def optimise_schedule(
                     found.message, found.iterations, time.perf_counter() - began)
 
 
-def batched_solve(model: Model, scenario: Scenario, draws: ParameterDraws | None, rtol: float,
-                  atol: float) -> tuple[Model, np.ndarray, np.ndarray, Any]:
-    """The scenario's model, the draws' parameter sets and initial states, and a solve vmapped over draws.
+def scenario_solver(model: Model, scenario: Scenario, draws: ParameterDraws | None, rtol: float,
+                    atol: float) -> tuple[Model, np.ndarray, np.ndarray, Any]:
+    """The scenario's model, the draws' parameter sets and initial states, and the (unbatched) solve to run them with.
 
     The solver is Kvaerno5 when the system is stiff at the draws, else the explicit method for ``rtol``.
     """
-    import jax
-
     from biotwin import _jax  # noqa: F401
     from biotwin.simulate import STIFF_METHOD, explicit_method, is_stiff, simulator
 
     solved, theta, y0 = scenario.parameter_sets(model, draws or ParameterDraws.of_model(model))
     method = STIFF_METHOD if is_stiff(solved, theta, y0, scenario.horizon - scenario.start) else explicit_method(rtol)
-    return solved, theta, y0, jax.vmap(simulator(solved, method, rtol, atol).solve, in_axes=(0, 0, None))
+    return solved, theta, y0, simulator(solved, method, rtol, atol).solve
 
 
 def criterion(model: Model, scenario: Scenario, goal: Goal, bounds: Sequence[Bound],

@@ -588,25 +588,35 @@ def forecast(model: Model, scenario: Scenario, draws: ParameterDraws | None = No
     Raises :class:`ModelError` when a state has no initial value, and when more than
     :data:`MAX_FAILED_SHARE` of the draws fail (the forecast would mean little).
     """
-    from biotwin.simulate import BLOWUP, OK, make_plan, solve_batch
+    from biotwin.simulate import make_plan, solve_batch
 
     draws = draws if draws is not None else ParameterDraws.of_model(model)
     solved, theta, y0 = scenario.parameter_sets(model, draws)
     plan = make_plan(solved, scenario.output_times(), start=scenario.start, doses=scenario.boluses(),
                      inputs=scenario.signals())
     states, observables, status, t_stop = solve_batch(solved, theta, y0, plan, method, rtol, atol)
-    status = np.atleast_1d(status)
+    return forecast_of_solves(model, scenario, draws, states, observables, status, t_stop)
+
+
+def forecast_of_solves(model: Model, scenario: Scenario, draws: ParameterDraws, states: np.ndarray,
+                       observables: np.ndarray, status: np.ndarray, t_stop: np.ndarray) -> Forecast:
+    """The :class:`Forecast` of batched solves of ``scenario`` (one per draw), with failed draws as NaN rows and reasons.
+
+    Raises :class:`ModelError` when more than :data:`MAX_FAILED_SHARE` of the draws failed.
+    """
+    from biotwin.simulate import BLOWUP, OK
+
+    status, t_stop = np.atleast_1d(np.asarray(status)), np.atleast_1d(np.asarray(t_stop))
     failed = status != OK
     failures = tuple(
-        f"draw {s}: {'blew up' if status[s] == BLOWUP else 'solver stalled'} at t={float(np.atleast_1d(t_stop)[s]):.4g}"
+        f"draw {s}: {'blew up' if status[s] == BLOWUP else 'solver stalled'} at t={float(t_stop[s]):.4g}"
         for s in np.flatnonzero(failed)
     )
-    states = np.where(failed[:, None, None], np.nan, states)
-    observables = np.where(failed[:, None, None], np.nan, observables)
     if failed.mean() > MAX_FAILED_SHARE:
         raise ModelError(f"scenario '{scenario.name}': {failed.sum()} of {failed.size} draws failed to solve "
                          f"({failures[0]}); the scenario drives the model outside where it can be solved")
-    return Forecast(scenario, np.asarray(plan.save_times), states, observables, model.states, model.observable_names,
+    return Forecast(scenario, scenario.output_times(), np.where(failed[:, None, None], np.nan, states),
+                    np.where(failed[:, None, None], np.nan, observables), model.states, model.observable_names,
                     failed, failures, draws.source)
 
 

@@ -31,12 +31,12 @@ from biotwin.control import (
     BolusDesign,
     Bound,
     Goal,
-    batched_solve,
     check_problem,
     criterion,
+    scenario_solver,
 )
 from biotwin.errors import DataError, ModelError
-from biotwin.experiment import Forecast, ParameterDraws, Scenario
+from biotwin.experiment import Forecast, ParameterDraws, Scenario, forecast_of_solves
 from biotwin.model import Model
 
 #: Floor of q / q_ref under the logarithm of the features (a quantity that reaches zero).
@@ -94,18 +94,13 @@ class FeedbackRule:
         import jax
         import jax.numpy as jnp
 
-        from biotwin.simulate import BLOWUP, OK
-
         named = replace(scenario, name="feedback")
-        solved, theta, y0, _ = batched_solve(model, named, draws, rtol, atol)
-        rollout = _rollout(solved, named, self.design, self.reference, rtol, atol, theta, y0)
-        states, observables, status, doses = jax.jit(rollout)(jnp.asarray(self.weights))
-        states, observables, status = np.asarray(states), np.asarray(observables), np.asarray(status)
-        failed = status != OK
-        failures = tuple(f"draw {s}: {'blew up' if status[s] == BLOWUP else 'solver stalled'}" for s in np.flatnonzero(failed))
-        result = Forecast(named, named.output_times(), np.where(failed[:, None, None], np.nan, states),
-                          np.where(failed[:, None, None], np.nan, observables), solved.states, solved.observable_names,
-                          failed, failures, (draws or ParameterDraws.of_model(model)).source)
+        draws = draws if draws is not None else ParameterDraws.of_model(model)
+        solved, theta, y0, solve = scenario_solver(model, named, draws, rtol, atol)
+        rollout = _rollout(solved, named, self.design, self.reference, solve, theta, y0)
+        states, observables, status, t_stop, doses = jax.jit(rollout)(jnp.asarray(self.weights))
+        result = forecast_of_solves(model, named, draws, np.asarray(states), np.asarray(observables),
+                                    np.asarray(status), np.asarray(t_stop))
         return result, np.asarray(doses)
 
     def to_record(self) -> dict[str, Any]:
@@ -147,9 +142,10 @@ def _start_share(design: BolusDesign) -> float:
     return float(np.clip(budget / (design.max_dose * k), 0.02, 0.98))
 
 
-def _rollout(model: Model, scenario: Scenario, design: FeedbackDesign, reference: np.ndarray, rtol: float,
-             atol: float, theta: np.ndarray, y0: np.ndarray) -> Any:
-    """``run(weights) -> (states (S, T, n), observables (S, T, O), status (S,), doses (S, K))`` over the draws (JAX).
+def _rollout(model: Model, scenario: Scenario, design: FeedbackDesign, reference: np.ndarray, solve: Any,
+             theta: np.ndarray, y0: np.ndarray) -> Any:
+    """``run(weights) -> (states (S, T, n), observables (S, T, O), status (S,), t_stop (S,), doses (S, K))`` over
+    the draws (JAX), each solved by ``solve`` (a :class:`~biotwin.simulate.Simulator`'s).
 
     Each draw is solved interval by interval between decision times; at the start of each
     interval the rule sees the observed quantities and its dose is added to the state.
@@ -157,21 +153,12 @@ def _rollout(model: Model, scenario: Scenario, design: FeedbackDesign, reference
     import jax
     import jax.numpy as jnp
 
-    from biotwin.simulate import (
-        OK,
-        STIFF_METHOD,
-        Plan,
-        explicit_method,
-        is_stiff,
-        simulator,
-    )
+    from biotwin.simulate import OK, Plan
 
     doses = design.doses
     compiled = model.compiled
     n_states, n_inputs = len(model.states), len(model.inputs)
     column = model.states.index(doses.state)
-    method = STIFF_METHOD if is_stiff(model, theta, y0, scenario.horizon - scenario.start) else explicit_method(rtol)
-    solve = simulator(model, method, rtol, atol).solve
     save_times = jnp.asarray(scenario.output_times())
     boundaries = jnp.asarray(np.concatenate([[scenario.start], doses.times, [scenario.horizon]]))
     budget = doses.max_total if doses.max_total is not None else doses.max_dose * len(doses.times)
@@ -189,7 +176,7 @@ def _rollout(model: Model, scenario: Scenario, design: FeedbackDesign, reference
 
     def one(weights: Any, th: Any, start_state: Any) -> Any:
         def interval(carry: Any, k: Any) -> Any:
-            y, given, out, status = carry
+            y, given, out, status, t_stop = carry
             ta, tb = boundaries[k], boundaries[k + 1]
             room = jnp.clip(budget - given, 0.0, doses.max_dose)
             dose = jnp.where(k >= 1, room * jax.nn.sigmoid(net(weights, seen(ta, y, th))), 0.0)
@@ -197,15 +184,17 @@ def _rollout(model: Model, scenario: Scenario, design: FeedbackDesign, reference
             # One solve per interval, saving at the output grid (clipped to the interval) and at its end.
             plan = Plan(jnp.concatenate([save_times, tb[None]]), jnp.stack([ta, tb]), jnp.zeros((1, n_states)),
                         jnp.zeros((1, n_inputs + n_states)))
-            states, _, code, _ = solve(th, y, plan)
+            states, _, code, stopped = solve(th, y, plan)
             inside = (save_times >= ta) & (save_times <= tb)
             out = jnp.where(inside[:, None], states[:-1], out)
+            t_stop = jnp.where((status == OK) & (code != OK), stopped, t_stop)
             status = jnp.where(status == OK, code, status)
-            return (states[-1], given + dose, out, status), dose
+            return (states[-1], given + dose, out, status, t_stop), dose
 
-        initial = (start_state, jnp.asarray(0.0), jnp.zeros((save_times.shape[0], n_states)), jnp.asarray(OK))
-        (_, _, states, status), given = jax.lax.scan(interval, initial, jnp.arange(boundaries.shape[0] - 1))
-        return states, observe(save_times, states, th), status, given[1:]
+        initial = (start_state, jnp.asarray(0.0), jnp.zeros((save_times.shape[0], n_states)), jnp.asarray(OK),
+                   boundaries[-1])
+        (_, _, states, status, t_stop), given = jax.lax.scan(interval, initial, jnp.arange(boundaries.shape[0] - 1))
+        return states, observe(save_times, states, th), status, t_stop, given[1:]
 
     def run(weights: Any) -> Any:
         return jax.vmap(one, in_axes=(None, 0, 0))(weights, jnp.asarray(theta), jnp.asarray(y0))
@@ -243,12 +232,12 @@ def train_feedback(
         if name not in quantities:
             raise DataError(f"the rule observes {Model.unknown_message('state or observable', name, quantities)}")
     outcomes = criterion(model, scenario, goal, bounds, robust, confidence)
-    solved, theta, y0, _ = batched_solve(model, scenario, draws, rtol, atol)
+    solved, theta, y0, solve = scenario_solver(model, scenario, draws, rtol, atol)
     reference = _reference_levels(solved, design.observe, theta, y0, scenario.start)
-    rollout = _rollout(solved, scenario, design, reference, rtol, atol, theta, y0)
+    rollout = _rollout(solved, scenario, design, reference, solve, theta, y0)
 
     def stacked(weights: Any) -> Any:
-        states, observables, status, _ = rollout(weights)
+        states, observables, status, _, _ = rollout(weights)
         return outcomes(states, observables, status == OK)
 
     start, _ = _network(design, _start_share(design.doses))
