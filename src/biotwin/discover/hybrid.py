@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -197,8 +197,12 @@ def train_hybrid(
         net = eqx.combine(params["nets"], static)[name]
         return out_scale[name] * net(y[..., columns[name]] / scale_in[columns[name]])
 
+    def along(params: Any, name: str, X: Any) -> Any:
+        """The term at each row of states X."""
+        return jax.vmap(lambda y: term(params, name, y))(X)
+
     def networks(weights: Any, name: str, X: Any) -> Any:
-        return jax.vmap(lambda y: term(unravel(weights), name, y))(X)
+        return along(unravel(weights), name, X)
 
     def known_values(params: Any) -> Any:
         return jnp.asarray(lower) + jnp.asarray(upper - lower) * jax.nn.sigmoid(params["known"])
@@ -242,7 +246,7 @@ def train_hybrid(
             # The skeleton first: a small price on the neural terms' size along the trajectory, so
             # that what the known terms can explain is not left to the networks.
             for name in names:
-                size = jax.vmap(lambda y, name=name: term(params, name, y))(predicted) / out_scale[name]
+                size = along(params, name, predicted) / out_scale[name]
                 total = total + TERM_PENALTY * jnp.sum(jnp.where(use.any(axis=1) & jnp.isfinite(size), size, 0.0) ** 2)
         return total / jnp.maximum(count, 1.0)
 
@@ -314,9 +318,7 @@ def distill(hybrid: HybridFit, dataset: Dataset, *, families: Sequence[str] = ("
         if not supports:
             raise ModelError(f"no sparse closed form of at most {max_terms} terms for {term.name}; raise max_terms")
         options.append([tuple((library.terms[i].expr, float(s.coefficients[i])) for i in s.indices) for s in supports])
-    fitted = dict(hybrid.parameters)
-    kept = [Parameter(p.name, fitted.get(p.name, p.value), p.lower, p.upper, p.scale, p.fixed)
-            for p in model.parameters if p.name in skeleton.known_parameters]
+    kept = [replace(p, value=hybrid.parameters[p.name]) for p in model.parameters if p.name in skeleton.known_parameters]
     best: tuple[float, Distilled] | None = None
     for choice in itertools.product(*options):
         substitutions, parameters, expressions = {}, list(kept), {}
@@ -330,12 +332,9 @@ def distill(hybrid: HybridFit, dataset: Dataset, *, families: Sequence[str] = ("
         refit = fit_trajectories(candidate, dataset)
         score = refit.bic if criterion == "bic" else refit.aicc
         if refit.success and np.isfinite(score) and (best is None or score < best[0]):
-            values = dict(refit.parameters)
-            final = Model(candidate.states, candidate.rhs,
-                          tuple(Parameter(p.name, float(values.get(p.name, p.value)), p.lower, p.upper, p.scale, p.fixed)
-                                if p.lower <= float(values.get(p.name, p.value)) <= p.upper else p
-                                for p in candidate.parameters), name=candidate.name)
-            best = (score, Distilled(expressions, final, refit))
+            # The refit keeps every parameter within its bounds.
+            fitted = tuple(replace(p, value=refit.parameters[p.name]) for p in candidate.parameters)
+            best = (score, Distilled(expressions, replace(candidate, parameters=fitted), refit))
     if best is None:
         raise ModelError("no distilled model could be refitted on the trajectories; train the hybrid model longer")
     return best[1]
