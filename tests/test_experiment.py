@@ -21,6 +21,9 @@ from biotwin.simulate import simulate
 ROOT = Path(__file__).resolve().parents[1]
 LYNX_HARE = ROOT / "examples" / "models" / "lotka_volterra_lynx_hare.txt"
 DECAY = Model.from_text("dx/dt = u - k*x\ninput u\nk in [0.01, 10] = 0.5\nx(0) = 2")
+# A drug D (eliminated at rate 2) kills a tumour T: log T(10) = 3 - kd * int_0^10 D dt, and a
+# dose a at t_d contributes a (1 - exp(-2 (10 - t_d))) / 2 to the integral.
+DRUG_KILLS_TUMOUR = Model.from_text("dD/dt = -2*D\ndT/dt = 0.3*T - kd*D*T\nkd in [0.01, 5] = 0.5\nD(0) = 0\nT(0) = 1")
 
 
 def lognormal_draws(model: Model, names: tuple[str, ...], count: int, spread: float = 0.05) -> ParameterDraws:
@@ -124,17 +127,10 @@ def test_top_level_settings_are_shared_and_mappings_merge() -> None:
 
 
 def test_optimised_doses_reach_the_known_optimum_and_beat_an_even_split() -> None:
-    # A drug D (eliminated at rate 2) kills a tumour T: log T(10) = 3 - kd * int_0^10 D dt, and a
-    # dose a at t_d contributes a (1 - exp(-2 (10 - t_d))) / 2 to the integral. With 12 to give in
-    # doses of at most 6, the optimum gives 6 at t=0 and 6 at t=3 (full exposure) and nothing
-    # at t=9, whose drug is still in the body at the horizon: E[T(10)] = mean_s exp(3 - 6 kd_s).
-    model = Model.from_text("""
-        dD/dt = -2*D
-        dT/dt = 0.3*T - kd*D*T
-        kd in [0.01, 5] = 0.5
-        D(0) = 0
-        T(0) = 1
-    """)
+    # With 12 to give in doses of at most 6 (see DRUG_KILLS_TUMOUR), the optimum gives 6 at t=0 and
+    # 6 at t=3 (full exposure) and nothing at t=9, whose drug is still in the body at the horizon:
+    # E[T(10)] = mean_s exp(3 - 6 kd_s).
+    model = DRUG_KILLS_TUMOUR
     scenario = Scenario("base", horizon=10, times=tuple(np.linspace(0, 10, 101)))
     design = BolusDesign("D", (0.0, 3.0, 6.0, 9.0), max_dose=6.0, max_total=12.0)
     draws = lognormal_draws(model, ("kd",), 8, spread=0.1)
@@ -193,19 +189,13 @@ def test_cli_predict_writes_forecasts_and_refuses_bad_scenarios(tmp_path: Path) 
 def test_feedback_rule_is_trained_through_the_closed_loop_and_replays_as_its_doses() -> None:
     from biotwin.feedback import FeedbackDesign, train_feedback
 
-    model = Model.from_text("""
-        dD/dt = -2*D
-        dT/dt = 0.3*T - kd*D*T
-        kd in [0.01, 5] = 0.5
-        D(0) = 0
-        T(0) = 1
-    """)
+    model = DRUG_KILLS_TUMOUR
     scenario = Scenario("base", horizon=10, times=tuple(np.linspace(0, 10, 51)))
     doses = BolusDesign("D", (0.0, 3.0, 6.0, 9.0), max_dose=6.0, max_total=12.0)
     draws = lognormal_draws(model, ("kd",), 8, spread=0.3)
     rule = train_feedback(model, scenario, FeedbackDesign(doses, ("T",), width=4), Goal("T", "final"), draws=draws,
                           max_iterations=60)
-    # Here every patient's best doses are the same (6 at t=0 and t=3, see above): the rule must find them.
+    # Every patient's best doses are the same (6 at t=0 and t=3, see the open-loop test): the rule must find them.
     optimum = float(np.mean(np.exp(3.0 - 6.0 * draws.values[:, 0])))
     assert rule.value < rule.start_value and rule.value == pytest.approx(optimum, rel=0.05)
     result, given = rule.forecast(model, scenario, draws)
