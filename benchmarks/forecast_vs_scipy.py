@@ -64,9 +64,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from machine import print_machine, require_at_least_one, wide_console
-
 import numpy as np
+from machine import (
+    fmt_time,
+    max_relative_error,
+    print_machine,
+    require_at_least_one,
+    wide_console,
+)
 from scipy.integrate import solve_ivp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -211,19 +216,7 @@ def scipy_forecast(problem: Problem, times: np.ndarray, method: str) -> dict[str
 
 def max_relative_difference(values: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> float:
     """max |values - reference| / |reference| over every quantity and output time."""
-    worst = 0.0
-    for name, ref in reference.items():
-        denominator = np.maximum(np.abs(ref), np.finfo(float).tiny)
-        worst = max(worst, float(np.max(np.abs(values[name] - ref) / denominator)))
-    return worst
-
-
-def fmt_time(seconds: float) -> str:
-    if seconds >= 1.0:
-        return f"{seconds:.3f} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.1f} ms"
-    return f"{seconds * 1e6:.1f} µs"
+    return max(max_relative_error(values[name], ref) for name, ref in reference.items())
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -1,4 +1,5 @@
-"""The machine a benchmark ran on, printed before its results: timings mean little without it."""
+"""What every benchmark shares: the machine it ran on (printed before its results: timings mean little
+without it), its console, and how it prints times and compares trajectories."""
 
 from __future__ import annotations
 
@@ -55,3 +56,21 @@ def require_at_least_one(parser: Any, args: Any, names: Sequence[str]) -> None:
     for name in names:
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+
+
+def fmt_time(seconds: float) -> str:
+    """A duration in s, ms or µs."""
+    if seconds >= 1.0:
+        return f"{seconds:.3f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.3f} ms"
+    return f"{seconds * 1e6:.1f} µs"
+
+
+def max_relative_error(values: Any, reference: Any) -> float:
+    """max |values - reference| / |reference| over all entries."""
+    import numpy as np
+
+    values, reference = np.asarray(values, dtype=float), np.asarray(reference, dtype=float)
+    denominator = np.maximum(np.abs(reference), np.finfo(float).tiny)
+    return float(np.max(np.abs(values - reference) / denominator))

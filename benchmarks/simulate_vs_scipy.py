@@ -67,9 +67,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from machine import print_machine, require_at_least_one, wide_console
-
 import numpy as np
+from machine import (
+    fmt_time,
+    max_relative_error,
+    print_machine,
+    require_at_least_one,
+    wide_console,
+)
 from scipy.integrate import solve_ivp
 
 MODEL_TEXT = "dx/dt = a*x - b*x*y\ndy/dt = -c*y + d*x*y"
@@ -159,21 +164,6 @@ def scipy_solve(y0: Sequence[float], times: np.ndarray, method: str, rtol: float
     return solution.y.T
 
 
-def max_relative_error(values: np.ndarray, reference: np.ndarray) -> float:
-    """max |values - reference| / |reference| over all times and states."""
-    values, reference = np.asarray(values, dtype=float), np.asarray(reference, dtype=float)
-    denominator = np.maximum(np.abs(reference), np.finfo(float).tiny)
-    return float(np.max(np.abs(values - reference) / denominator))
-
-
-def fmt_time(seconds: float) -> str:
-    if seconds >= 1.0:
-        return f"{seconds:.3f} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.3f} ms"
-    return f"{seconds * 1e6:.1f} µs"
-
-
 def fmt_ratio(ratio: float) -> str:
     return f"{ratio:,.1f}x"
 
@@ -202,7 +192,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.table import Table
 
     from biotwin.model import Model
-    from biotwin.simulate import OK, Plan, explicit_method, make_plan, simulate, simulator
+    from biotwin.simulate import (
+        OK,
+        Plan,
+        explicit_method,
+        make_plan,
+        simulate,
+        simulator,
+    )
 
     console = wide_console(150)
     rtol, atol = args.rtol, args.atol

@@ -14,7 +14,15 @@ from biotwin.cli import app
 from biotwin.control import BolusDesign, Bound, Goal, optimise_schedule, read_design
 from biotwin.data import Bolus, Input
 from biotwin.errors import DataError, ModelError
-from biotwin.experiment import Dosing, Infusion, ParameterDraws, Scenario, compare, forecast, read_scenarios
+from biotwin.experiment import (
+    Dosing,
+    Infusion,
+    ParameterDraws,
+    Scenario,
+    compare,
+    forecast,
+    read_scenarios,
+)
 from biotwin.model import Model
 from biotwin.simulate import simulate
 
