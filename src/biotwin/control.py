@@ -290,9 +290,8 @@ def optimise_schedule(
     linear = None
     if design.max_total is not None:
         linear = np.concatenate([scale * widths, np.zeros(design.size - n_amounts)]) / design.max_total
-    found = minimise_with_constraints(stacked, start, box=(0.0, 1.0), budget_row=linear,
-                                      max_iterations=max_iterations, progress=progress)
-    v = np.clip(found.x, 0.0, 1.0)
+    found = _minimise_in_unit_box(stacked, start, budget_row=linear, max_iterations=max_iterations, progress=progress)
+    v = found.x
     plan = plan_of(jnp.asarray(v))
     amounts = np.asarray(v[:n_amounts]) * scale
     chosen_times = np.asarray(plan.boundaries[1:-1]) if isinstance(design, BolusDesign) else np.array(design.grid[:-1])
@@ -357,7 +356,7 @@ def criterion(model: Model, scenario: Scenario, goal: Goal, bounds: Sequence[Bou
 
 @dataclass(frozen=True, eq=False)
 class Minimum:
-    """What :func:`minimise_with_constraints` found: the vector ``x``, the objective there and at the start."""
+    """What :func:`_minimise_in_unit_box` found: the vector ``x``, the objective there and at the start."""
 
     x: np.ndarray
     value: float
@@ -367,9 +366,9 @@ class Minimum:
     iterations: int
 
 
-def minimise_with_constraints(stacked: Any, start: np.ndarray, *, box: tuple[float, float] | None,
-                              budget_row: np.ndarray | None, max_iterations: int, progress: Any) -> Minimum:
-    """Minimise ``stacked(x)[0]`` subject to ``stacked(x)[1:] >= 0``, ``budget_row @ x <= 1`` and ``x`` in ``box``, by SLSQP.
+def _minimise_in_unit_box(stacked: Any, start: np.ndarray, *, budget_row: np.ndarray | None, max_iterations: int,
+                          progress: Any) -> Minimum:
+    """Minimise ``stacked(x)[0]`` subject to ``stacked(x)[1:] >= 0``, ``budget_row @ x <= 1`` and x in [0, 1]^n, by SLSQP.
 
     ``stacked`` is a JAX function; the objective, the constraints and their Jacobian come from one
     compiled program (one reverse sweep per output), remembered for the last x: SLSQP asks for
@@ -417,9 +416,9 @@ def minimise_with_constraints(stacked: Any, start: np.ndarray, *, box: tuple[flo
         if progress is not None:
             progress(iterations[0], max_iterations, f"goal {float(at(x)[0][0]):.4g}")
 
-    result = minimize(fun, start, jac=True, method="SLSQP", bounds=None if box is None else [box] * start.size,
+    result = minimize(fun, start, jac=True, method="SLSQP", bounds=[(0.0, 1.0)] * start.size,
                       constraints=constraints, callback=report, options={"maxiter": max_iterations, "ftol": 1e-7})
-    x = np.asarray(result.x, dtype=float) if box is None else np.clip(result.x, *box)
+    x = np.clip(result.x, 0.0, 1.0)
     return Minimum(x, float(at(x)[0][0]), start_value, bool(result.success), str(result.message), int(result.nit))
 
 

@@ -112,8 +112,8 @@ class FeedbackRule:
                 "seconds": self.seconds}
 
 
-def _network(design: FeedbackDesign, share: float) -> tuple[np.ndarray, Any]:
-    """The initial flat weights and ``net(weights, z)``; untrained, the rule gives ``share`` of the largest dose."""
+def _network(design: FeedbackDesign) -> tuple[np.ndarray, Any]:
+    """The initial flat weights and ``net(weights, z)``; untrained, the rule spreads the cumulative limit evenly."""
     import equinox as eqx
     import jax
     import jax.numpy as jnp
@@ -123,6 +123,7 @@ def _network(design: FeedbackDesign, share: float) -> tuple[np.ndarray, Any]:
                      key=jax.random.PRNGKey(design.seed), dtype=jnp.float64)
     last = mlp.layers[-1]
     # A nearly flat start: small output weights, the bias at logit(share).
+    share = _start_share(design.doses)
     logit = float(np.log(share / (1.0 - share)))
     mlp = eqx.tree_at(lambda m: (m.layers[-1].weight, m.layers[-1].bias), mlp,
                       (0.01 * last.weight, jnp.full_like(last.bias, logit)))
@@ -162,7 +163,7 @@ def _rollout(model: Model, scenario: Scenario, design: FeedbackDesign, reference
     save_times = jnp.asarray(scenario.output_times())
     boundaries = jnp.asarray(np.concatenate([[scenario.start], doses.times, [scenario.horizon]]))
     budget = doses.max_total if doses.max_total is not None else doses.max_dose * len(doses.times)
-    _, net = _network(design, _start_share(doses))
+    _, net = _network(design)
     log_reference = jnp.log(jnp.asarray(reference))
     no_input = jnp.zeros(n_inputs)
     observe = jax.vmap(lambda t, y, th: compiled.observe(t, y, th, no_input), in_axes=(0, 0, None))
@@ -240,7 +241,7 @@ def train_feedback(
         states, observables, status, _, _ = rollout(weights)
         return outcomes(states, observables, status == OK)
 
-    start, _ = _network(design, _start_share(design.doses))
+    start, _ = _network(design)
     weights, value, start_value, feasible, iterations = _adam(stacked, start, _slack_scales(bounds), max_iterations,
                                                               progress)
     sign = -1.0 if goal.maximise else 1.0
