@@ -27,7 +27,14 @@ def machine_info(packages: Sequence[str] = ()) -> list[tuple[str, str]]:
         ("load average (1, 5, 15 min)", load),
         ("jax default backend", f"{jax.default_backend()} ({', '.join(str(d) for d in jax.devices())})"),
     ]
-    return rows + [(name, str(importlib.import_module(name).__version__)) for name in ("jax", *packages)]
+    return rows + [(name, _version(name)) for name in ("jax", *packages)]
+
+
+def _version(package: str) -> str:
+    """A package's version: its ``__version__``, else its distribution's (pyoperon has no ``__version__``)."""
+    from importlib.metadata import version
+
+    return str(getattr(importlib.import_module(package), "__version__", None) or version(package))
 
 
 def print_machine(console: Any, packages: Sequence[str] = ()) -> None:

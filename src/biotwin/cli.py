@@ -270,11 +270,20 @@ def discover(
     term: Annotated[list[str], typer.Option("--term", help="Extra library term in the states, e.g. 'x/(1 + y)' (repeatable).")] = [],  # noqa: B006
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (tables go to stderr).")] = False,
+    skeleton: Annotated[
+        Path | None,
+        typer.Option("--skeleton", help="Hybrid twin: a model file whose unknown parts are neural terms, "
+                     "e.g. 'dx/dt = a*x + NN1(x, y)' (with --hybrid)."),
+    ] = None,
+    hybrid: Annotated[bool, typer.Option("--hybrid", help="Train the skeleton's neural terms, then distill them into equations.")] = False,
+    steps: Annotated[int, typer.Option(help="Hybrid training: Adam steps per stage of the time-span curriculum.")] = 600,
 ) -> None:
     """Discover an ODE model from time-course data, refitted on whole trajectories.
 
     Prints the Pareto front (complexity against trajectory error) with the chosen model, and the
-    inclusion probability of each of its terms.
+    inclusion probability of each of its terms. With --skeleton and --hybrid, trains the
+    skeleton's neural terms on the trajectories instead (hidden states allowed), distills them
+    into closed forms and prints those.
     """
     import json
 
@@ -284,9 +293,16 @@ def discover(
 
     if criterion not in ("bic", "aicc"):
         raise typer.BadParameter(f"'{criterion}' is neither bic nor aicc", param_hint="--criterion")
+    if (skeleton is None) != (not hybrid):
+        raise typer.BadParameter("a hybrid twin needs both --skeleton FILE and --hybrid", param_hint="--skeleton/--hybrid")
+    if steps < 1:
+        raise typer.BadParameter(f"{steps} steps; train at least 1", param_hint="--steps")
     from biotwin.discover.prior import read_prior
 
     dataset = read_csv(data, time_column=time)
+    if skeleton is not None:
+        _discover_hybrid(skeleton, dataset, output, criterion, steps, seed, as_json)
+        return
     hints = read_prior(prior) if prior is not None else None
     out = errors if as_json else console
     with errors.status("discovering…") as status:
@@ -314,6 +330,42 @@ def discover(
         errors.print(f"wrote the twin to {save_twin(twin_from_discovery(candidates, dataset), output)}")
     if as_json:
         sys.stdout.write(json.dumps(discovery_record(candidates), default=float) + "\n")
+
+
+def _discover_hybrid(path: Path, dataset: Any, output: Path | None, criterion: str, steps: int, seed: int,
+                     as_json: bool) -> None:
+    """Train a skeleton's neural terms, distill them, print the closed forms and save the twin."""
+    import json
+
+    from biotwin.discover.hybrid import Skeleton, distill, hybrid_record, train_hybrid
+    from biotwin.progress import rich_progress
+    from biotwin.twin import twin_from_hybrid
+
+    skeleton = Skeleton.from_file(str(path))
+    with rich_progress(errors, "training the hybrid model") as progress:
+        trained = train_hybrid(skeleton, dataset, steps=steps, seed=seed, progress=progress)
+    with errors.status("distilling the neural terms into equations…"):
+        distilled = distill(trained, dataset, criterion=criterion)
+    out = errors if as_json else console
+    table = Table(title=f"Hybrid twin of {path.name}: trained in {trained.seconds:.1f} s, loss {trained.loss:.4g}")
+    for column in ("neural term", "reads", "distilled closed form"):
+        table.add_column(column)
+    for term in skeleton.terms:
+        table.add_row(term.name, ", ".join(term.inputs), str(distilled.expressions[term.name]))
+    out.print(table)
+    out.print("distilled model, refitted on the trajectories:")
+    for state, rhs in zip(distilled.model.states, distilled.model.rhs):
+        out.print(f"  d{state}/dt = {rhs}", highlight=False)
+    out.print("  " + ", ".join(f"{p.name} = {p.value:.4g}" for p in distilled.model.parameters), highlight=False)
+    if output is not None:
+        from biotwin.io.twin import save_twin
+
+        errors.print(f"wrote the twin to {save_twin(twin_from_hybrid(trained, distilled, dataset), output)}")
+    if as_json:
+        record = hybrid_record(trained, distilled, dataset)
+        record.pop("curves")
+        record["model"] = distilled.model.to_text()
+        sys.stdout.write(json.dumps(record, default=float) + "\n")
 
 
 # ---------------------------------------------------------------------- calibration

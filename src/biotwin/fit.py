@@ -8,7 +8,9 @@ where x_e solves the model with experiment e's doses, inputs and overrides and y
 measurements (missing ones skipped). With ``weights="absolute"`` (constant noise) w_ej = 1 / scale_j
 weighs each observable by the inverse of its typical size, so that observables in different units
 count alike; with ``weights="relative"`` (noise proportional to the signal, as in ODEBench's
-multiplicative noise) each measurement is weighed by 1 / max(|y_eij|, 0.05 max|y_j|). Residuals and their exact
+multiplicative noise) each measurement is weighed by 1 / max(|y_eij|, 0.05 max|y_j|); with ``weights="log"``
+an observable whose measurements are all positive and span more than two decades (a virus titre)
+is compared on the log scale, (log h - log y) / sd(log y_j), the others as with "absolute". Residuals and their exact
 Jacobian come from one compiled JAX program (forward-mode derivatives through the diffrax solve);
 SciPy's trust-region reflective least squares takes the steps within the bounds.
 
@@ -23,15 +25,15 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from biotwin._callable import callable_module
 from biotwin.data import Dataset
 from biotwin.errors import DataError, ModelError
-from biotwin.model import Model
 from biotwin.likelihood import FAILED_RESIDUAL, given_initial_values, stacked_plans
+from biotwin.model import Model
 from biotwin.simulate import Plan, Simulator, explicit_method
 
 FIT_MAX_STEPS = 4096
@@ -86,6 +88,56 @@ def information_criterion(rss: float, n: int, k: int, kind: str = "aicc") -> flo
     if n - k - 1 <= 0:
         return math.inf
     return fit_term + 2 * k + 2 * k * (k + 1) / (n - k - 1)
+
+
+@dataclass(frozen=True, eq=False)
+class LogScale:
+    """Which observables are compared on the log scale, and the log's floor and spread for each.
+
+    An observable (last axis) qualifies when all its measurements are positive and its largest is
+    more than 100 times its smallest: on the linear scale its early, small values would not count.
+    Predictions are floored at a thousandth of the smallest measurement, so that a prediction at
+    or below zero is a large but finite miss.
+    """
+
+    used: np.ndarray
+    floor: np.ndarray
+    spread: np.ndarray
+
+    @classmethod
+    def of(cls, values: np.ndarray, seen: np.ndarray, *, enabled: bool = True) -> LogScale:
+        """The log scale of measurements ``values`` (..., O) where ``seen``."""
+        columns = [values[..., k][seen[..., k]] for k in range(values.shape[-1])]
+        used = np.array([enabled and c.size > 0 and bool(np.all(c > 0)) and c.max() > 100 * c.min() for c in columns])
+        floor = np.array([1e-3 * c.min() if u else 1.0 for c, u in zip(columns, used)])
+        spread = np.array([max(float(np.std(np.log(c))), 1e-12) if u else 1.0 for c, u in zip(columns, used)])
+        return cls(used, floor, spread)
+
+    def transform(self, values: Any, xp: Any) -> Any:
+        """log(max(y, floor)) for the observables on the log scale, y for the others (NumPy or JAX as ``xp``)."""
+        if not self.used.any():
+            return values
+        # The log's argument is 1 where unused: a where() after a log of 0 would still pass NaN gradients.
+        inside = xp.where(self.used, values, 1.0)
+        return xp.where(self.used, xp.log(xp.maximum(inside, self.floor)), values)
+
+
+class PaddedData(NamedTuple):
+    """A dataset as arrays of one shape: what every trajectory fit of a model on it needs.
+
+    ``values`` (E, T, O) the measurements of the fitted observables (0 where missing; the log of
+    those on ``log_scale``), ``seen`` (E, T, O) which are measured, ``weights`` (E, T, O) the
+    residual weights, ``plans`` the stacked experiment plans, and ``override_mask`` /
+    ``override_value`` (E, P) the parameters each experiment sets for itself.
+    """
+
+    values: np.ndarray
+    seen: np.ndarray
+    weights: np.ndarray
+    log_scale: LogScale
+    plans: Plan
+    override_mask: np.ndarray
+    override_value: np.ndarray
 
 
 class TrajectoryProblem:
@@ -148,13 +200,16 @@ class TrajectoryProblem:
             raise DataError("the dataset has no measurement of any observable of the model")
         self.scales = np.array([self._scale(o, data[..., k], scales) for k, o in enumerate(self.observables)])
         self._data = np.where(self._mask, data, 0.0)
+        self._logged = LogScale.of(data, self._mask, enabled=weights == "log")
         if weights == "relative":
             largest = np.nanmax(np.abs(data), axis=(0, 1))
             self._weights = 1.0 / np.maximum(np.abs(self._data), 0.05 * np.where(largest > 0, largest, 1.0))
-        elif weights == "absolute":
-            self._weights = np.broadcast_to(1.0 / self.scales, data.shape).copy()
+        elif weights in ("absolute", "log"):
+            self._weights = np.broadcast_to(1.0 / np.where(self._logged.used, self._logged.spread, self.scales),
+                                            data.shape).copy()
         else:
-            raise DataError(f"weights must be 'absolute' or 'relative', got {weights!r}")
+            raise DataError(f"weights must be 'absolute', 'relative' or 'log', got {weights!r}")
+        self._data = self._logged.transform(self._data, np)
         self.weights = weights
         self._plans = stacked_plans(model, dataset)
         self._observable_index = np.array([model.observable_names.index(o) for o in self.observables])
@@ -176,6 +231,7 @@ class TrajectoryProblem:
         override_mask, override_value = jnp.asarray(self._override_mask), jnp.asarray(self._override_value)
         plans_j = Plan(*(jnp.asarray(a) for a in self._plans))
         observable_index = jnp.asarray(self._observable_index)
+        logged = self._logged
 
         unknown = [s for s in nonnegative if s not in model.states]
         if unknown:
@@ -192,7 +248,7 @@ class TrajectoryProblem:
             y0 = y0_base + (select_y0 @ p[self.max_free :]).reshape(n_exp, n_states)
             thetas = jnp.where(override_mask, override_value, theta)
             states, predicted, _, _ = solve_all(thetas, y0, plans_j)
-            difference = (predicted[..., observable_index] - data_j) * weights
+            difference = (logged.transform(predicted[..., observable_index], jnp) - data_j) * weights
             # A prediction that is not finite, or absurdly far off, counts as a failed solve.
             difference = jnp.clip(jnp.where(jnp.isfinite(difference), difference, FAILED_RESIDUAL),
                                   -FAILED_RESIDUAL, FAILED_RESIDUAL)
@@ -204,6 +260,11 @@ class TrajectoryProblem:
         self._jacobian = jax.jit(jax.jacfwd(residuals, argnums=0))
         self._theta0 = theta0
         self._n_states = n_states
+
+    def padded(self) -> PaddedData:
+        """The data, plans and overrides of the problem as padded arrays (see :class:`PaddedData`)."""
+        return PaddedData(self._data, self._mask, self._weights, self._logged, self._plans, self._override_mask,
+                          self._override_value)
 
     def _scale(self, name: str, values: np.ndarray, scales: Mapping[str, float] | None) -> float:
         if scales and name in scales:
@@ -330,10 +391,11 @@ def fit_trajectories(
     estimate_initial: bool = True,
     start: Mapping[str, float] | None = None,
     max_evaluations: int = 200,
+    weights: str = "absolute",
 ) -> Fit:
     """Weighted least squares on the trajectories of ``free`` parameters (default: all) and, optionally, each experiment's initial state."""
     names = tuple(free) if free is not None else model.parameter_names
-    problem = TrajectoryProblem(model, dataset, max_free=len(names))
+    problem = TrajectoryProblem(model, dataset, max_free=len(names), weights=weights)
     return problem.fit(names, start=start, estimate_initial=estimate_initial, max_evaluations=max_evaluations)
 
 

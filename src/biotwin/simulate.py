@@ -180,11 +180,15 @@ class Simulator:
     ``solve(theta, y0, plan)`` is a pure JAX function (jit, grad, vmap all apply) returning
     ``(states (T, n), observables (T, O), status, t_stop)``; ``status`` is 0 on success, 1 when
     the step budget ran out and 2 on a blow-up, and ``t_stop`` is where the solver stopped.
+
+    ``dynamics`` replaces the model's compiled right-hand side and observables by any object with
+    the same ``rhs(t, y, theta, u)``, ``observe(t, y, theta, u)`` and ``n_inputs`` (a hybrid
+    model's, whose ``theta`` is a pytree of parameters and network weights).
     """
 
     def __init__(
         self, model: Model, method: str = EXPLICIT_METHOD, *, rtol: float = 1e-6, atol: float = 1e-9,
-        max_steps: int | None = None, adjoint: Adjoint = "reverse",
+        max_steps: int | None = None, adjoint: Adjoint = "reverse", dynamics: Any = None,
     ) -> None:
         import diffrax
 
@@ -203,7 +207,7 @@ class Simulator:
         self.max_steps = max_steps or (STIFF_MAX_STEPS if self.stiff else EXPLICIT_MAX_STEPS)
         self._solver = implicit_solver(rtol, atol, solvers[method]) if self.stiff else solvers[method]()
         self._adjoint = diffrax.ForwardMode() if adjoint == "forward" else diffrax.RecursiveCheckpointAdjoint()
-        self._compiled = model.compiled
+        self._compiled = model.compiled if dynamics is None else dynamics
         self._batched: dict[tuple[Any, ...], Any] = {}
 
     def solve(self, theta: jax.Array, y0: jax.Array, plan: Plan) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
@@ -217,7 +221,7 @@ class Simulator:
         save_times = plan.save_times
         boundaries = plan.boundaries
         y0 = jnp.asarray(y0, dtype=jnp.float64)
-        theta = jnp.asarray(theta, dtype=jnp.float64)
+        theta = jax.tree_util.tree_map(lambda part: jnp.asarray(part, dtype=jnp.float64), theta)
         # The largest state the experiment itself can put in: the initial state, all doses, and
         # the largest infusion over the whole span.
         span = boundaries[-1] - boundaries[0]

@@ -129,3 +129,16 @@ def twin_from_discovery(candidates: Any, dataset: Dataset) -> Twin:
         discovery=discovery_record(candidates),
         initial={name: dict(values) for name, values in chosen.fit.initial.items()},
     )
+
+
+def twin_from_hybrid(hybrid: Any, distilled: Any, dataset: Dataset) -> Twin:
+    """The twin of a distilled hybrid model (see :mod:`biotwin.discover.hybrid`), its coefficients
+    bounded for calibration, with the hybrid's record (:func:`~biotwin.discover.hybrid.hybrid_record`)."""
+    from biotwin.discover.hybrid import hybrid_record
+
+    return Twin(
+        model=bounded(distilled.model),
+        dataset=dataset,
+        discovery={"hybrid": hybrid_record(hybrid, distilled, dataset)},
+        initial={name: dict(values) for name, values in distilled.fit.initial.items()},
+    )

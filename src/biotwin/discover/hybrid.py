@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -57,6 +57,7 @@ class Skeleton:
 
     model: Model
     terms: tuple[NeuralTerm, ...]
+    text: str = ""
 
     @classmethod
     def from_text(cls, text: str) -> Skeleton:
@@ -79,7 +80,21 @@ class Skeleton:
             for state in inputs:
                 if state not in model.states:
                     raise ModelError(f"neural term {name} reads {Model.unknown_message('state', state, model.states)}")
-        return cls(model, tuple(NeuralTerm(n, i) for n, i in terms.items()))
+        return cls(model, tuple(NeuralTerm(n, i) for n, i in terms.items()), text)
+
+    @classmethod
+    def from_file(cls, path: str) -> Skeleton:
+        """Read a skeleton file (the text of :meth:`from_text`)."""
+        from pathlib import Path
+
+        file = Path(path)
+        if not file.is_file():
+            raise ModelError(f"{path}: no such skeleton file")
+        try:
+            skeleton = cls.from_text(file.read_text(encoding="utf-8"))
+        except ModelError as error:
+            raise ModelError(f"{path}: {error}") from None
+        return cls(replace(skeleton.model, name=file.stem), skeleton.terms, skeleton.text)
 
     @property
     def known_parameters(self) -> tuple[str, ...]:
@@ -88,13 +103,74 @@ class Skeleton:
 
 
 @dataclass(frozen=True, eq=False)
-class HybridFit:
-    """A trained hybrid model: the skeleton's parameter values, the networks and how well they fit."""
+class HybridDynamics:
+    """The right-hand side and observables of a skeleton whose neural terms are networks.
+
+    Its ``theta`` is a pytree ``{"theta": parameter vector (P,), "nets": network weights}``: at
+    each state y the neural terms are evaluated and written into the parameter vector, and the
+    skeleton's compiled equations do the rest, so a :class:`biotwin.simulate.Simulator` solves a
+    hybrid model with doses, inputs and segments as it solves any model.
+
+    A term is ``offset + scale * MLP(y_in / magnitude_in)``: inputs divided by the typical size
+    of their states, output in units of the term's typical size (``scale``), starting at the best
+    constant ``offset`` (see :func:`train_hybrid`).
+    """
 
     skeleton: Skeleton
+    static: Any  # the networks' non-array parts (equinox)
+    columns: dict[str, np.ndarray]
+    magnitude: np.ndarray
+    scale: dict[str, float]
+    offset: dict[str, float]
+
+    @property
+    def n_inputs(self) -> int:
+        return len(self.skeleton.model.inputs)
+
+    def term(self, nets: Any, name: str, y: Any) -> Any:
+        """The neural term ``name`` at state y (n,)."""
+        import equinox as eqx
+
+        network = eqx.combine(nets, self.static)[name]
+        inputs = y[..., self.columns[name]] / self.magnitude[self.columns[name]]
+        return self.offset[name] + self.scale[name] * network(inputs)
+
+    def along(self, nets: Any, name: str, X: Any) -> Any:
+        """The neural term at each row of states X (N, n)."""
+        import jax
+
+        return jax.vmap(lambda y: self.term(nets, name, y))(X)
+
+    def rhs(self, t: Any, y: Any, args: Any, u: Any) -> Any:
+        return self.skeleton.model.compiled.rhs(t, y, self._with_terms(args, y), u)
+
+    def observe(self, t: Any, y: Any, args: Any, u: Any) -> Any:
+        return self.skeleton.model.compiled.observe(t, y, self._with_terms(args, y), u)
+
+    def _with_terms(self, args: Any, y: Any) -> Any:
+        model = self.skeleton.model
+        theta = args["theta"]
+        for term in self.skeleton.terms:
+            theta = theta.at[model.parameter_names.index(term.name)].set(self.term(args["nets"], term.name, y))
+        return theta
+
+
+@dataclass(frozen=True, eq=False)
+class HybridFit:
+    """A trained hybrid model: the skeleton's parameter values, the networks and how well they fit.
+
+    ``parameters`` holds every parameter of the skeleton that is not a neural term (trained or
+    fixed); ``initial`` each experiment's initial state (hidden states from the skeleton's
+    initial values at the trained parameters); ``states`` each experiment's trained trajectory
+    of all states, hidden ones included, at its measurement times.
+    """
+
+    skeleton: Skeleton
+    dynamics: HybridDynamics
     parameters: dict[str, float]
-    weights: np.ndarray
-    networks: Any  # (evaluate(weights, name, X) -> values): the trained terms as a function of states
+    nets: Any
+    initial: dict[str, dict[str, float]]
+    states: dict[str, np.ndarray]
     loss: float
     seconds: float
 
@@ -102,31 +178,72 @@ class HybridFit:
         """The neural term ``name`` at states ``X`` (rows of all the model's states)."""
         import jax.numpy as jnp
 
-        return np.asarray(self.networks(jnp.asarray(self.weights), name, jnp.asarray(X, dtype=float)))
+        return np.asarray(self.dynamics.along(self.nets, name, jnp.asarray(X, dtype=float)))
+
+    def simulate(self, dataset: Dataset, *, grid: int | None = None) -> dict[str, np.ndarray]:
+        """The trained hybrid model's observables (T, O) in each experiment of ``dataset``.
+
+        Each experiment's doses, inputs and parameter overrides apply; states start where the
+        experiment gives them (overrides, then first measurements), else at the skeleton's
+        initial values. With ``grid``, at that many even times from its start to its last measurement.
+        """
+        import jax
+        import jax.numpy as jnp
+
+        from biotwin.simulate import Simulator, make_plan
+
+        model = self.skeleton.model
+        simulator = Simulator(model, "tsit5", rtol=1e-6, atol=1e-8, dynamics=self.dynamics)
+        solve = jax.jit(simulator.solve)
+        out = {}
+        for experiment in dataset:
+            theta = _experiment_theta(model, self.parameters, experiment)
+            times = experiment.times if grid is None else np.linspace(experiment.start, experiment.times[-1], grid)
+            plan = make_plan(model, times, start=experiment.start, doses=experiment.doses, inputs=experiment.inputs)
+            y0 = _experiment_initial(model, experiment, theta)
+            _, observed, status, t_stop = solve({"theta": jnp.asarray(theta), "nets": self.nets}, y0, plan)
+            if int(status) != 0:
+                raise ModelError(f"the hybrid model fails in experiment '{experiment.name}' at t={float(t_stop):g}")
+            out[experiment.name] = np.asarray(observed)
+        return out
 
 
-def _experiment_arrays(skeleton: Skeleton, dataset: Dataset) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per experiment: times (T,), measurements (T, n) of the states (NaN where missing), initial state (n,)."""
+def _experiment_theta(model: Model, parameters: Mapping[str, float], experiment: Any) -> np.ndarray:
+    """The skeleton's parameter vector in one experiment (its overrides applied; neural terms 0)."""
+    values = {**parameters, **{k: v for k, v in experiment.overrides.items() if k in model.parameter_names}}
+    return np.array([values.get(p, 0.0) for p in model.parameter_names], dtype=float)
+
+
+def _experiment_initial(model: Model, experiment: Any, theta: np.ndarray) -> np.ndarray:
+    """An experiment's initial state: what it gives (overrides, first measurements), else the skeleton's initial values."""
+    from biotwin.likelihood import given_initial_values
+
+    given = given_initial_values(model, experiment)
+    values = dict(zip(model.parameter_names, theta))
+    return np.array([given[s] if s in given else model.initial_value(s, values) for s in model.states])
+
+
+def _constant_terms(skeleton: Skeleton, dataset: Dataset) -> tuple[dict[str, float], Any]:
+    """The best constant value of each neural term (known parameters at their starts) and the problem fitted.
+
+    A constant is the crudest closed form; it sets the size each network works in and where it starts.
+    """
+    from biotwin.fit import TrajectoryProblem
+    from biotwin.model import Parameter
+
     model = skeleton.model
-    unobserved = [s for s in model.states if s not in dataset.observables]
-    if unobserved:
-        raise DataError(f"state '{unobserved[0]}' is never measured; a hybrid twin needs every state measured "
-                        "under its own name (hidden states are not supported yet)")
-    arrays = []
-    for experiment in dataset:
-        times = np.asarray(experiment.times, dtype=float)
-        values = np.column_stack([
-            experiment.values[:, experiment.observables.index(s)] if s in experiment.observables
-            else np.full(times.size, np.nan) for s in model.states
-        ])
-        if times.size < 3:
-            raise DataError(f"experiment '{experiment.name}' has {times.size} time points; a hybrid twin needs at least 3")
-        first = values[0]
-        if np.any(~np.isfinite(first)):
-            missing = model.states[int(np.flatnonzero(~np.isfinite(first))[0])]
-            raise DataError(f"experiment '{experiment.name}' does not measure '{missing}' at its first time")
-        arrays.append((times, values, first))
-    return arrays
+    names = [t.name for t in skeleton.terms]
+    starts = tuple(Parameter(p.name, 0.0) if p.name in names else p for p in model.parameters)
+    problem = TrajectoryProblem(replace(model, parameters=starts), dataset, max_free=len(names), weights="log")
+    fitted = problem.fit(names, estimate_initial=False, max_evaluations=50)
+    constants = {n: float(fitted.parameters[n]) if fitted.success and np.isfinite(fitted.rss) else 0.0 for n in names}
+    return constants, problem
+
+
+def measured_nowhere(model: Model, dataset: Dataset) -> tuple[str, ...]:
+    """The states that no measured observable depends on: hidden states, known only through the model."""
+    seen = set().union(*(o.expr.free_symbols for o in model.observables if o.name in dataset.observables))
+    return tuple(s for s in model.states if sympy.Symbol(s) not in seen)
 
 
 def train_hybrid(
@@ -142,10 +259,13 @@ def train_hybrid(
 ) -> HybridFit:
     """Train the skeleton's parameters and neural terms on the trajectories (see the module).
 
-    ``steps`` Adam steps per stage of the curriculum. Every state must be measured under its own
-    name, with a value at each experiment's first time (the initial state).
+    The loss is the mean squared residual of every measured observable in units of its spread,
+    on the log scale for an observable whose positive measurements span more than two decades
+    (a virus titre), plus a price on states that should stay non-negative going below zero and
+    on the neural terms' size. ``steps`` Adam steps per stage of the curriculum. States that are
+    never measured (hidden) start at the skeleton's initial values (``I(0) = 0`` or ``T(0) = T0``
+    with ``T0`` a parameter, which is then trained), measured ones at their first measurement.
     """
-    import diffrax
     import equinox as eqx
     import jax
     import jax.numpy as jnp
@@ -153,22 +273,49 @@ def train_hybrid(
     from jax.flatten_util import ravel_pytree
 
     from biotwin import _jax  # noqa: F401
+    from biotwin.likelihood import initial_function
+    from biotwin.simulate import Simulator
 
     began = time.perf_counter()
     model = skeleton.model
-    arrays = _experiment_arrays(skeleton, dataset)
-    values = np.concatenate([v for _, v, _ in arrays])
-    spread = np.nanstd(values, axis=0)
-    spread = np.where(spread > 0, spread, 1.0)
-    magnitude = np.nanmax(np.abs(values), axis=0)
-    magnitude = np.where(magnitude > 0, magnitude, 1.0)
-    span = max(float(t[-1] - t[0]) for t, _, _ in arrays)
-    rate = spread / span  # the typical rate of change of each state
     names = [t.name for t in skeleton.terms]
-    columns = {t.name: np.array([model.states.index(s) for s in t.inputs]) for t in skeleton.terms}
-    # The rate scale of a term: the largest of those of the states whose equations use it.
+    for experiment in dataset:
+        if experiment.times.size < 3:
+            raise DataError(f"experiment '{experiment.name}' has {experiment.times.size} time points; "
+                            "a hybrid twin needs at least 3")
+    trained = [p for p in skeleton.known_parameters if not model.parameter(p).fixed]
+    unbounded = [p for p in trained if not (np.isfinite(model.parameter(p).lower) and np.isfinite(model.parameter(p).upper))]
+    if unbounded:
+        raise ModelError(f"parameter '{unbounded[0]}' of the skeleton needs bounds (e.g. '{unbounded[0]} in [0, 10]')")
+    if progress is not None:
+        progress(0, 1, "the best constant terms")
+    constants, problem = _constant_terms(skeleton, dataset)
+    data = problem.padded()
+    observable_index = np.array([model.observable_names.index(o) for o in problem.observables])
+    given = np.zeros((len(dataset), len(model.states)), dtype=bool)
+    given_values = np.zeros(given.shape)
+    from biotwin.likelihood import given_initial_values
+
+    for e, experiment in enumerate(dataset):
+        for state, value in given_initial_values(model, experiment).items():
+            given[e, model.states.index(state)], given_values[e, model.states.index(state)] = True, value
+
+    # Where the constant-term model goes sets the typical size of every state, hidden ones included.
+    base = np.array([constants.get(p.name, p.value) for p in model.parameters])
+    thetas = np.where(data.override_mask, data.override_value, base)
+    initial_states = initial_function(model)
+    y0_start = np.where(given, given_values, np.asarray(jax.vmap(initial_states)(jnp.asarray(thetas))))
+    states0, _, status0, _ = jax.vmap(Simulator(model, "tsit5", rtol=1e-6, atol=1e-8).solve)(thetas, y0_start, data.plans)
+    states0 = np.where(np.asarray(status0)[:, None, None] == 0, np.asarray(states0), np.nan)
+    visited = np.concatenate([np.abs(states0).reshape(-1, len(model.states)), np.abs(y0_start)])
+    magnitude = np.nanmax(np.where(np.isfinite(visited), visited, np.nan), axis=0)
+    magnitude = np.where(np.isfinite(magnitude) & (magnitude > 0), magnitude, 1.0)
+    span = float(np.max(data.plans.boundaries[:, -1] - data.plans.boundaries[:, 0]))
     users = {n: [k for k, e in enumerate(model.rhs) if sympy.Symbol(n) in e.free_symbols] for n in names}
-    out_scale = {n: float(np.max(rate[users[n]])) if users[n] else 1.0 for n in names}
+    # A term's size: its best constant, or else the typical rate of the states whose equations use it.
+    scale = {n: abs(constants[n]) if constants[n] != 0 else (float(np.max(magnitude[users[n]])) / span if users[n] else 1.0)
+             for n in names}
+    dynamics_columns = {t.name: np.array([model.states.index(s) for s in t.inputs]) for t in skeleton.terms}
 
     keys = jax.random.split(jax.random.PRNGKey(seed), len(names))
     nets = {}
@@ -176,89 +323,81 @@ def train_hybrid(
         mlp = eqx.nn.MLP(len(term.inputs), "scalar", width, depth, activation=jax.nn.softplus, key=key,
                          dtype=jnp.float64)
         nets[term.name] = eqx.tree_at(lambda m: m.layers[-1].weight, mlp, 0.1 * mlp.layers[-1].weight)
-    known = skeleton.known_parameters
-    lower = np.array([model.parameter(p).lower for p in known], dtype=float)
-    upper = np.array([model.parameter(p).upper for p in known], dtype=float)
-    unbounded = [p for p, lo, hi in zip(known, lower, upper) if not (np.isfinite(lo) and np.isfinite(hi))]
-    if unbounded:
-        raise ModelError(f"parameter '{unbounded[0]}' of the skeleton needs bounds (e.g. '{unbounded[0]} in [0, 10]')")
-    # Known parameters stay inside their bounds: p = lower + (upper - lower) s(z).
-    share = np.clip((np.array([model.parameter(p).value for p in known]) - lower) / (upper - lower), 1e-3, 1 - 1e-3)
-    start = {"known": jnp.asarray(np.log(share / (1 - share)), dtype=jnp.float64),
-             "nets": eqx.filter(nets, eqx.is_array)}
     static = eqx.filter(nets, eqx.is_array, inverse=True)
+    dynamics = HybridDynamics(skeleton, static, dynamics_columns, magnitude, scale, constants)
+
+    # Trained parameters stay inside their bounds: p = lower + (upper - lower) s(z), on the log
+    # scale (of p, lower and upper) for parameters searched on a log scale.
+    logarithmic = np.array([model.parameter(p).scale == "log10" for p in trained], dtype=bool)
+
+    def searched(values: Any, xp: Any = np) -> Any:
+        return xp.where(logarithmic, xp.log(xp.where(logarithmic, values, 1.0)), values)
+
+    lower = searched(np.array([model.parameter(p).lower for p in trained], dtype=float))
+    upper = searched(np.array([model.parameter(p).upper for p in trained], dtype=float))
+    share = np.clip((searched(np.array([model.parameter(p).value for p in trained])) - lower) / (upper - lower),
+                    1e-3, 1 - 1e-3)
+    start = {"known": jnp.asarray(np.log(share / (1 - share))), "nets": eqx.filter(nets, eqx.is_array)}
     flat, unravel = ravel_pytree(start)
-    position = {p: model.parameter_names.index(p) for p in model.parameter_names}
-    compiled = model.compiled
-    no_input = jnp.zeros(len(model.inputs))
-    scale_in = jnp.asarray(magnitude)
-
-    def term(params: Any, name: str, y: Any) -> Any:
-        net = eqx.combine(params["nets"], static)[name]
-        return out_scale[name] * net(y[..., columns[name]] / scale_in[columns[name]])
-
-    def along(params: Any, name: str, X: Any) -> Any:
-        """The term at each row of states X."""
-        return jax.vmap(lambda y: term(params, name, y))(X)
-
-    def networks(weights: Any, name: str, X: Any) -> Any:
-        return along(unravel(weights), name, X)
+    trained_index = jnp.asarray([model.parameter_names.index(p) for p in trained], dtype=int)
 
     def known_values(params: Any) -> Any:
-        return jnp.asarray(lower) + jnp.asarray(upper - lower) * jax.nn.sigmoid(params["known"])
+        value = jnp.asarray(lower) + jnp.asarray(upper - lower) * jax.nn.sigmoid(params["known"])
+        return jnp.where(jnp.asarray(logarithmic), jnp.exp(value), value)
 
-    def theta_at(params: Any, y: Any) -> Any:
-        theta = jnp.zeros(len(model.parameter_names))
-        values = known_values(params)
-        for k, p in enumerate(known):
-            theta = theta.at[position[p]].set(values[k])
-        for name in names:
-            theta = theta.at[position[name]].set(term(params, name, y))
-        return theta
+    nonnegative = jnp.asarray(np.all(given_values >= 0, axis=0) & np.all(np.nan_to_num(states0, nan=0.0) >= 0, axis=(0, 1)))
 
-    def field(t: Any, y: Any, params: Any) -> Any:
-        return compiled.rhs(t, y, theta_at(params, y), no_input)
+    simulator = Simulator(model, "tsit5", rtol=1e-6, atol=1e-8, max_steps=8192, dynamics=dynamics)
+    solve_all = jax.vmap(simulator.solve, in_axes=({"theta": 0, "nets": None}, 0, 0))
+    plans = type(data.plans)(*(jnp.asarray(a) for a in data.plans))
+    override_mask, override_value = jnp.asarray(data.override_mask), jnp.asarray(data.override_value)
+    given_j, given_values_j = jnp.asarray(given), jnp.asarray(given_values)
+    target, seen_j, weights_j = jnp.asarray(data.values), jnp.asarray(data.seen), jnp.asarray(data.weights)
+    save_times = plans.save_times
+    base_j = jnp.asarray(base)
 
-    solver = diffrax.Tsit5()
-    controller = diffrax.PIDController(rtol=1e-6, atol=1e-8)
-
-    def trajectory(params: Any, times: Any, y0: Any) -> Any:
-        solution = diffrax.diffeqsolve(diffrax.ODETerm(field), solver, times[0], times[-1], None, y0, params,
-                                       saveat=diffrax.SaveAt(ts=times), stepsize_controller=controller,
-                                       max_steps=8192, throw=False)
-        return solution.ys
-
-    data = [(jnp.asarray(t), jnp.asarray(np.nan_to_num(v)), jnp.asarray(np.isfinite(v)), jnp.asarray(y0))
-            for t, v, y0 in arrays]
-    weights_of_state = jnp.asarray(1.0 / spread)
+    def solved(params: Any) -> tuple[Any, Any, Any]:
+        theta = base_j.at[trained_index].set(known_values(params))
+        thetas = jnp.where(override_mask, override_value, theta)
+        y0 = jnp.where(given_j, given_values_j, jax.vmap(initial_states)(thetas))
+        states, observed, _, _ = solve_all({"theta": thetas, "nets": params["nets"]}, y0, plans)
+        return states, observed[..., observable_index], y0
 
     def loss(weights: Any, horizon: Any) -> Any:
         params = unravel(weights)
-        total, count = 0.0, 0.0
-        for times, measured, seen, y0 in data:
-            predicted = trajectory(params, times, y0)
-            use = seen & (times[:, None] <= horizon)
-            residual = jnp.where(use, (predicted - measured) * weights_of_state, 0.0)
-            # A failed solve gives non-finite states: a large, finite loss steers away from it.
-            residual = jnp.where(jnp.isfinite(residual), residual, 1e3)
-            total = total + jnp.sum(residual**2)
-            count = count + jnp.sum(use)
-            # The skeleton first: a small price on the neural terms' size along the trajectory, so
-            # that what the known terms can explain is not left to the networks.
-            for name in names:
-                size = along(params, name, predicted) / out_scale[name]
-                total = total + TERM_PENALTY * jnp.sum(jnp.where(use.any(axis=1) & jnp.isfinite(size), size, 0.0) ** 2)
-        return total / jnp.maximum(count, 1.0)
+        states, predicted, _ = solved(params)
+        # A failed solve leaves non-finite states: they are replaced before any arithmetic (a
+        # where() after the arithmetic would still pass NaN gradients) and priced below.
+        failed = ~jnp.isfinite(predicted)
+        states = jnp.where(jnp.isfinite(states), states, 0.0)
+        predicted = jnp.where(failed, 0.0, predicted)
+        predicted = data.log_scale.transform(predicted, jnp)
+        use = seen_j & (save_times[..., None] <= horizon)
+        residual = jnp.where(use, jnp.where(failed, 1e3, (predicted - target) * weights_j), 0.0)
+        count = jnp.maximum(jnp.sum(use), 1.0)
+        total = jnp.sum(residual**2)
+        inside = (save_times <= horizon)[..., None]
+        below = jnp.where(inside & nonnegative, jnp.minimum(states, 0.0) / jnp.asarray(magnitude), 0.0)
+        total = total + 100.0 * jnp.sum(below**2)
+        # The skeleton first: a small price on the neural terms' size along the trajectory, so
+        # that what the known terms can explain is not left to the networks.
+        rows = states.reshape(-1, states.shape[-1])
+        for name in names:
+            size = dynamics.along(params["nets"], name, rows) / scale[name]
+            total = total + TERM_PENALTY * jnp.sum(jnp.where(inside.ravel(), size, 0.0) ** 2)
+        return total / count
 
     step_of = jax.jit(jax.value_and_grad(loss))
     weights = jnp.asarray(flat)
-    t0 = min(float(t[0]) for t, _, _ in arrays)
+    t0 = float(np.min(data.plans.boundaries[:, 0]))
     total_steps = steps * len(CURRICULUM)
     done = 0
-    value = float("nan")
     for share in CURRICULUM:
         horizon = jnp.asarray(t0 + share * span)
-        optimiser = optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=0.1))
+        # Clipped: near a blow-up one gradient can be astronomically large, and Adam would then
+        # take thousands of steps to forget it (its second moment) and stand still meanwhile.
+        optimiser = optax.chain(optax.clip_by_global_norm(1.0),
+                                optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=0.1)))
         state = optimiser.init(weights)
         for _ in range(steps):
             value, gradient = step_of(weights, horizon)
@@ -272,13 +411,20 @@ def train_hybrid(
         raise ModelError("the hybrid model could not be trained: its solve fails on the data; "
                          "check the skeleton's signs and starting values")
     params = unravel(weights)
-    values_known = {p: float(v) for p, v in zip(known, np.asarray(known_values(params)))}
-    return HybridFit(skeleton, values_known, np.asarray(weights), networks, final, time.perf_counter() - began)
+    states, _, y0 = solved(params)
+    values_known = {p: float(model.parameter(p).value) for p in skeleton.known_parameters}
+    values_known.update({p: float(v) for p, v in zip(trained, np.asarray(known_values(params)))})
+    return HybridFit(
+        skeleton, dynamics, values_known, params["nets"],
+        initial={e.name: dict(zip(model.states, map(float, y0[k]))) for k, e in enumerate(dataset)},
+        states={e.name: np.asarray(states[k, : e.times.size]) for k, e in enumerate(dataset)},
+        loss=final, seconds=time.perf_counter() - began,
+    )
 
 
 @dataclass(frozen=True, eq=False)
 class Distilled:
-    """Closed forms of the neural terms and the skeleton with them, refitted on the trajectories."""
+    """Closed forms of the neural terms (with their refitted coefficients) and the skeleton with them, refitted on the trajectories."""
 
     expressions: dict[str, sympy.Expr]
     model: Model
@@ -289,8 +435,8 @@ def distill(hybrid: HybridFit, dataset: Dataset, *, families: Sequence[str] = ("
             max_terms: int = 3, criterion: str = "bic") -> Distilled:
     """Replace each neural term by a sparse closed form of its inputs, chosen on the trajectories.
 
-    Each term is sampled on the measured states of every experiment (rows with a missing state
-    are left out) and a regularisation path of sparse fits of a term library is built on those
+    Each term is sampled along the trained model's trajectories of every experiment (hidden
+    states included) and a regularisation path of sparse fits of a term library is built on those
     values. Every combination of supports with at most ``max_terms`` terms per neural term is
     put into the skeleton, refitted on the trajectories of all experiments
     (:func:`biotwin.fit.fit_trajectories`), and the one with the best ``criterion`` (BIC or AICc
@@ -306,8 +452,7 @@ def distill(hybrid: HybridFit, dataset: Dataset, *, families: Sequence[str] = ("
 
     skeleton = hybrid.skeleton
     model = skeleton.model
-    arrays = _experiment_arrays(skeleton, dataset)
-    X = np.concatenate([v for _, v, _ in arrays])
+    X = np.concatenate(list(hybrid.states.values()))
     X = X[np.all(np.isfinite(X), axis=1)]
     options: list[list[tuple[tuple[sympy.Expr, float], ...]]] = []
     for term in skeleton.terms:
@@ -321,20 +466,51 @@ def distill(hybrid: HybridFit, dataset: Dataset, *, families: Sequence[str] = ("
     kept = [replace(p, value=hybrid.parameters[p.name]) for p in model.parameters if p.name in skeleton.known_parameters]
     best: tuple[float, Distilled] | None = None
     for choice in itertools.product(*options):
-        substitutions, parameters, expressions = {}, list(kept), {}
+        substitutions, parameters = {}, list(kept)
         for term, pieces in zip(skeleton.terms, choice):
             symbols = [sympy.Symbol(f"{term.name}_{k}") for k in range(len(pieces))]
             parameters += [Parameter(str(sym), value) for sym, (_, value) in zip(symbols, pieces)]
             substitutions[sympy.Symbol(term.name)] = sympy.Add(*(sym * expr for sym, (expr, _) in zip(symbols, pieces)))
-            expressions[term.name] = sympy.Add(*(value * expr for expr, value in pieces))
         rhs = tuple(sympy.sympify(e).subs(substitutions) for e in model.rhs)
-        candidate = Model(model.states, rhs, tuple(parameters), name=f"{model.name or 'hybrid'} (distilled)")
-        refit = fit_trajectories(candidate, dataset)
+        candidate = replace(model, rhs=rhs, parameters=tuple(parameters), name=f"{model.name or 'hybrid'} (distilled)")
+        refit = fit_trajectories(candidate, dataset, free=candidate.free_parameter_names, weights="log")
         score = refit.bic if criterion == "bic" else refit.aicc
         if refit.success and np.isfinite(score) and (best is None or score < best[0]):
             # The refit keeps every parameter within its bounds.
             fitted = tuple(replace(p, value=refit.parameters[p.name]) for p in candidate.parameters)
-            best = (score, Distilled(expressions, replace(candidate, parameters=fitted), refit))
+            numbers = {sympy.Symbol(p.name): p.value for p in fitted}
+            expressions = {sympy.Symbol(n): form.subs(numbers) for n, form in substitutions.items()}
+            best = (score, Distilled({str(n): e for n, e in expressions.items()}, replace(candidate, parameters=fitted), refit))
     if best is None:
         raise ModelError("no distilled model could be refitted on the trajectories; train the hybrid model longer")
     return best[1]
+
+
+def hybrid_record(hybrid: HybridFit, distilled: Distilled, dataset: Dataset) -> dict[str, Any]:
+    """The hybrid twin's story as plain data: the skeleton, each neural term's inputs and closed
+    form, the training figures, and each term as learned and as distilled along every
+    experiment's trained trajectory (``curves``: per term, per experiment, times and both values)."""
+    model = hybrid.skeleton.model
+    curves: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for term in hybrid.skeleton.terms:
+        closed = sympy.lambdify([sympy.Symbol(s) for s in model.states], distilled.expressions[term.name], "numpy")
+        curves[term.name] = {}
+        for experiment in dataset:
+            X = hybrid.states[experiment.name]
+            distilled_values = np.broadcast_to(np.asarray(closed(*X.T), dtype=float), X.shape[:1])
+            curves[term.name][experiment.name] = {
+                "time": [float(t) for t in experiment.times],
+                "learned": [float(v) for v in hybrid.term_values(term.name, X)],
+                "distilled": [float(v) for v in distilled_values],
+            }
+    return {
+        "skeleton": hybrid.skeleton.text.strip(),
+        "terms": {t.name: {"inputs": list(t.inputs), "distilled": str(distilled.expressions[t.name])}
+                  for t in hybrid.skeleton.terms},
+        "hidden": list(measured_nowhere(model, dataset)),
+        "trained": dict(hybrid.parameters),
+        "loss": hybrid.loss,
+        "seconds": hybrid.seconds,
+        "refit": {"rss": distilled.fit.rss, "bic": distilled.fit.bic, "aicc": distilled.fit.aicc},
+        "curves": curves,
+    }

@@ -127,6 +127,27 @@ def pareto_figure(discovery: Mapping[str, Any]) -> dict[str, Any]:
     return {"data": traces, "layout": layout}
 
 
+def hybrid_figures(record: Mapping[str, Any], time_unit: str | None = None) -> list[dict[str, Any]]:
+    """One figure per neural term of a hybrid twin: the term as the network learned it (solid) and
+    as its distilled closed form (dashed), along every experiment's trained trajectory."""
+    unit = f" ({time_unit})" if time_unit else ""
+    figures = []
+    for name, by_experiment in record["curves"].items():
+        closed = record["terms"][name]["distilled"]
+        traces: list[dict[str, Any]] = []
+        for k, (experiment, curve) in enumerate(by_experiment.items()):
+            colour = COLOURS[k % len(COLOURS)]
+            traces += [
+                {"type": "scatter", "mode": "lines", "x": curve["time"], "y": curve["learned"], "legendgroup": experiment,
+                 "line": {"color": colour, "width": 2}, "name": f"{experiment}: learned"},
+                {"type": "scatter", "mode": "lines", "x": curve["time"], "y": curve["distilled"], "legendgroup": experiment,
+                 "line": {"color": colour, "width": 2, "dash": "dash"}, "name": f"{experiment}: {closed}"},
+            ]
+        inputs = ", ".join(record["terms"][name]["inputs"])
+        figures.append({"data": traces, "layout": _layout(f"{name}({inputs}): learned and distilled", f"time{unit}", name)})
+    return figures
+
+
 def inclusion_figure(inclusion: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
     """The inclusion probability of every library term in every state's equation, as a heat map."""
     states = list(inclusion)
@@ -244,7 +265,9 @@ def write_report(folder: str | Path, output: str | Path | None = None, *, draws:
     banded = [c for c in curves.values() if c.quantiles is not None]
     figures: dict[str, list[dict[str, Any]]] = {"fits": fit_figures(results, curves)}
     discovery = twin.discovery or {}
-    if discovery.get("pareto"):
+    if discovery.get("hybrid"):
+        figures["discovery"] = hybrid_figures(discovery["hybrid"], twin.dataset.time_unit)
+    elif discovery.get("pareto"):
         figures["discovery"] = [pareto_figure(discovery)]
         if discovery.get("inclusion"):
             figures["discovery"].append(inclusion_figure(discovery["inclusion"]))
