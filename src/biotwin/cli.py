@@ -351,7 +351,7 @@ def _discover_hybrid(path: Path, dataset: Any, output: Path | None, criterion: s
     for column in ("neural term", "reads", "distilled closed form"):
         table.add_column(column)
     for term in skeleton.terms:
-        table.add_row(term.name, ", ".join(term.inputs), str(distilled.expressions[term.name]))
+        table.add_row(term.name, ", ".join(term.inputs), distilled.text(term.name))
     out.print(table)
     out.print("distilled model, refitted on the trajectories:")
     for state, rhs in zip(distilled.model.states, distilled.model.rhs):

@@ -111,9 +111,9 @@ class HybridDynamics:
     skeleton's compiled equations do the rest, so a :class:`biotwin.simulate.Simulator` solves a
     hybrid model with doses, inputs and segments as it solves any model.
 
-    A term is ``offset + scale * MLP(y_in / magnitude_in)``: inputs divided by the typical size
-    of their states, output in units of the term's typical size (``scale``), starting at the best
-    constant ``offset`` (see :func:`train_hybrid`).
+    A term is ``scale * MLP(y_in / magnitude_in)``: inputs divided by the typical size of their
+    states, output in units of the term's typical size (``scale``, the size of its best constant
+    value; see :func:`train_hybrid`), starting near zero.
     """
 
     skeleton: Skeleton
@@ -121,7 +121,6 @@ class HybridDynamics:
     columns: dict[str, np.ndarray]
     magnitude: np.ndarray
     scale: dict[str, float]
-    offset: dict[str, float]
 
     @property
     def n_inputs(self) -> int:
@@ -133,7 +132,7 @@ class HybridDynamics:
 
         network = eqx.combine(nets, self.static)[name]
         inputs = y[..., self.columns[name]] / self.magnitude[self.columns[name]]
-        return self.offset[name] + self.scale[name] * network(inputs)
+        return self.scale[name] * network(inputs)
 
     def along(self, nets: Any, name: str, X: Any) -> Any:
         """The neural term at each row of states X (N, n)."""
@@ -226,7 +225,9 @@ def _experiment_initial(model: Model, experiment: Any, theta: np.ndarray) -> np.
 def _constant_terms(skeleton: Skeleton, dataset: Dataset) -> tuple[dict[str, float], Any]:
     """The best constant value of each neural term (known parameters at their starts) and the problem fitted.
 
-    A constant is the crudest closed form; it sets the size each network works in and where it starts.
+    A constant is the crudest closed form; it sets the size each network works in. (The networks
+    start near zero, not at it: a constant that balances a growth term is a fixed point, from
+    which an oscillator's training does not escape, as on the lynx-hare data.)
     """
     from biotwin.fit import TrajectoryProblem
     from biotwin.model import Parameter
@@ -324,7 +325,7 @@ def train_hybrid(
                          dtype=jnp.float64)
         nets[term.name] = eqx.tree_at(lambda m: m.layers[-1].weight, mlp, 0.1 * mlp.layers[-1].weight)
     static = eqx.filter(nets, eqx.is_array, inverse=True)
-    dynamics = HybridDynamics(skeleton, static, dynamics_columns, magnitude, scale, constants)
+    dynamics = HybridDynamics(skeleton, static, dynamics_columns, magnitude, scale)
 
     # Trained parameters stay inside their bounds: p = lower + (upper - lower) s(z), on the log
     # scale (of p, lower and upper) for parameters searched on a log scale.
@@ -387,29 +388,41 @@ def train_hybrid(
             total = total + TERM_PENALTY * jnp.sum(jnp.where(inside.ravel(), size, 0.0) ** 2)
         return total / count
 
+    # Two starts of the networks: near zero, and at the best constant (the last layer's bias).
+    # Neither always wins: a constant that balances a growth term is a fixed point an oscillator's
+    # training does not leave (lynx-hare), while from zero a network can settle on a look-alike
+    # of its term (x^2 for x*y on a short Lotka-Volterra record). The lower final loss decides.
+    at_constant = {**start, "nets": {
+        name: eqx.tree_at(lambda m: m.layers[-1].bias, network, network.layers[-1].bias + constants[name] / scale[name])
+        for name, network in start["nets"].items()}}
     step_of = jax.jit(jax.value_and_grad(loss))
-    weights = jnp.asarray(flat)
     t0 = float(np.min(data.plans.boundaries[:, 0]))
-    total_steps = steps * len(CURRICULUM)
+    total_steps = steps * len(CURRICULUM) * 2
     done = 0
-    for share in CURRICULUM:
-        horizon = jnp.asarray(t0 + share * span)
-        # Clipped: near a blow-up one gradient can be astronomically large, and Adam would then
-        # take thousands of steps to forget it (its second moment) and stand still meanwhile.
-        optimiser = optax.chain(optax.clip_by_global_norm(1.0),
-                                optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=0.1)))
-        state = optimiser.init(weights)
-        for _ in range(steps):
-            value, gradient = step_of(weights, horizon)
-            updates, state = optimiser.update(gradient, state)
-            weights = optax.apply_updates(weights, updates)
-            done += 1
-            if progress is not None and done % 10 == 0:
-                progress(done, total_steps, f"loss {float(value):.4g} on {share:.0%} of the span")
-    final = float(loss(weights, jnp.asarray(t0 + span)))
-    if not np.isfinite(final):
+    best: tuple[float, Any] | None = None
+    for first in (flat, ravel_pytree(at_constant)[0]):
+        weights = jnp.asarray(first)
+        for share in CURRICULUM:
+            horizon = jnp.asarray(t0 + share * span)
+            # Clipped: near a blow-up one gradient can be astronomically large, and Adam would then
+            # take thousands of steps to forget it (its second moment) and stand still meanwhile.
+            optimiser = optax.chain(optax.clip_by_global_norm(1.0),
+                                    optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=0.1)))
+            state = optimiser.init(weights)
+            for _ in range(steps):
+                value, gradient = step_of(weights, horizon)
+                updates, state = optimiser.update(gradient, state)
+                weights = optax.apply_updates(weights, updates)
+                done += 1
+                if progress is not None and done % 10 == 0:
+                    progress(done, total_steps, f"loss {float(value):.4g} on {share:.0%} of the span")
+        value = float(loss(weights, jnp.asarray(t0 + span)))
+        if np.isfinite(value) and (best is None or value < best[0]):
+            best = (value, weights)
+    if best is None:
         raise ModelError("the hybrid model could not be trained: its solve fails on the data; "
                          "check the skeleton's signs and starting values")
+    final, weights = best
     params = unravel(weights)
     states, _, y0 = solved(params)
     values_known = {p: float(model.parameter(p).value) for p in skeleton.known_parameters}
@@ -430,26 +443,57 @@ class Distilled:
     model: Model
     fit: Any  # biotwin.fit.Fit of the refit
 
+    def text(self, name: str, digits: int = 4) -> str:
+        """The closed form of the neural term ``name`` with its coefficients to ``digits`` significant digits."""
+        return str(self.expressions[name].evalf(digits))
+
+
+#: Refit starts per distilled candidate: the hybrid's values and random points around them.
+REFIT_STARTS = 6
+
+
+def _refit_starts(model: Model, free: Sequence[str], count: int, rng: np.random.Generator) -> list[dict[str, float]]:
+    """``count`` starting points for a refit: the model's values, then random ones.
+
+    A bounded parameter is drawn uniformly within its bounds (on the log scale where it is
+    searched on one), an unbounded coefficient c log-uniformly in [c/3, 3c]: a network's
+    estimate can be off by a factor, and a model with two similar rates (a clearance and a
+    death rate) has a second minimum with the two swapped.
+    """
+    starts = [{p: model.parameter(p).value for p in free}]
+    for _ in range(count - 1):
+        start = {}
+        for name in free:
+            p = model.parameter(name)
+            if np.isfinite(p.lower) and np.isfinite(p.upper):
+                start[name] = (float(np.exp(rng.uniform(np.log(p.lower), np.log(p.upper)))) if p.scale == "log10"
+                               else float(rng.uniform(p.lower, p.upper)))
+            else:
+                start[name] = p.value * float(np.exp(rng.uniform(-np.log(3), np.log(3))))
+        starts.append(start)
+    return starts
+
 
 def distill(hybrid: HybridFit, dataset: Dataset, *, families: Sequence[str] = ("constant", "linear", "mass_action"),
-            max_terms: int = 3, criterion: str = "bic") -> Distilled:
+            max_terms: int = 3, criterion: str = "bic", starts: int = REFIT_STARTS, seed: int = 0) -> Distilled:
     """Replace each neural term by a sparse closed form of its inputs, chosen on the trajectories.
 
     Each term is sampled along the trained model's trajectories of every experiment (hidden
     states included) and a regularisation path of sparse fits of a term library is built on those
     values. Every combination of supports with at most ``max_terms`` terms per neural term is
-    put into the skeleton, refitted on the trajectories of all experiments
-    (:func:`biotwin.fit.fit_trajectories`), and the one with the best ``criterion`` (BIC or AICc
-    of the trajectory fit) wins: the networks propose, the data decide. Coefficients become
-    parameters ``<term>_<k>``.
+    put into the skeleton, refitted on the trajectories of all experiments from ``starts``
+    starting points (:func:`_refit_starts`; the best fit counts), and the one with the best
+    ``criterion`` (BIC or AICc of the trajectory fit) wins: the networks propose, the data
+    decide. Coefficients become parameters ``<term>_<k>``.
     """
     import itertools
 
     from biotwin.discover.library import build_library
     from biotwin.discover.sparse import path
-    from biotwin.fit import fit_trajectories
+    from biotwin.fit import TrajectoryProblem
     from biotwin.model import Parameter
 
+    rng = np.random.default_rng(seed)
     skeleton = hybrid.skeleton
     model = skeleton.model
     X = np.concatenate(list(hybrid.states.values()))
@@ -473,14 +517,17 @@ def distill(hybrid: HybridFit, dataset: Dataset, *, families: Sequence[str] = ("
             substitutions[sympy.Symbol(term.name)] = sympy.Add(*(sym * expr for sym, (expr, _) in zip(symbols, pieces)))
         rhs = tuple(sympy.sympify(e).subs(substitutions) for e in model.rhs)
         candidate = replace(model, rhs=rhs, parameters=tuple(parameters), name=f"{model.name or 'hybrid'} (distilled)")
-        refit = fit_trajectories(candidate, dataset, free=candidate.free_parameter_names, weights="log")
+        free = candidate.free_parameter_names
+        problem = TrajectoryProblem(candidate, dataset, max_free=len(free), weights="log")
+        fits = [problem.fit(free, start=start) for start in _refit_starts(candidate, free, starts, rng)]
+        refit = min(fits, key=lambda f: f.rss if f.success and np.isfinite(f.rss) else np.inf)
         score = refit.bic if criterion == "bic" else refit.aicc
         if refit.success and np.isfinite(score) and (best is None or score < best[0]):
             # The refit keeps every parameter within its bounds.
             fitted = tuple(replace(p, value=refit.parameters[p.name]) for p in candidate.parameters)
             numbers = {sympy.Symbol(p.name): p.value for p in fitted}
-            expressions = {sympy.Symbol(n): form.subs(numbers) for n, form in substitutions.items()}
-            best = (score, Distilled({str(n): e for n, e in expressions.items()}, replace(candidate, parameters=fitted), refit))
+            expressions = {str(n): form.subs(numbers) for n, form in substitutions.items()}
+            best = (score, Distilled(expressions, replace(candidate, parameters=fitted), refit))
     if best is None:
         raise ModelError("no distilled model could be refitted on the trajectories; train the hybrid model longer")
     return best[1]
@@ -505,7 +552,7 @@ def hybrid_record(hybrid: HybridFit, distilled: Distilled, dataset: Dataset) -> 
             }
     return {
         "skeleton": hybrid.skeleton.text.strip(),
-        "terms": {t.name: {"inputs": list(t.inputs), "distilled": str(distilled.expressions[t.name])}
+        "terms": {t.name: {"inputs": list(t.inputs), "distilled": distilled.text(t.name)}
                   for t in hybrid.skeleton.terms},
         "hidden": list(measured_nowhere(model, dataset)),
         "trained": dict(hybrid.parameters),
