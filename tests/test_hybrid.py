@@ -88,7 +88,8 @@ def test_lynx_hare_skeleton_from_the_command_line_recovers_the_interactions(tmp_
     twin = tmp_path / "twin"
     result = subprocess.run(
         [sys.executable, "-m", "biotwin.cli", "discover", str(EXAMPLES / "data" / "hudson_bay_lynx_hare.csv"),
-         "--skeleton", str(EXAMPLES / "skeletons" / "lotka_volterra.txt"), "--hybrid", "-o", str(twin), "--json"],
+         "--skeleton", str(EXAMPLES / "skeletons" / "lotka_volterra.txt"), "--hybrid", "--steps", "300", "-o", str(twin),
+         "--json"],
         capture_output=True, text=True, timeout=600, check=False,
     )
     assert result.returncode == 0, result.stderr

@@ -6,19 +6,27 @@ A skeleton is a model whose right-hand sides may call neural terms, written ``NN
     dy/dt = -c*y + NN2(x, y)
 
 Each neural term is a small multilayer perceptron (equinox) of its inputs, each input divided by
-its largest measured magnitude, and its output multiplied by the typical rate of change of the
-data, so that the untrained network starts near zero on the scale of the problem. The networks'
-weights and the skeleton's parameters are trained together on the whole trajectories of all
-experiments (diffrax, exact gradients through the solver, Adam) by least squares on each
-observable scaled by its spread; a curriculum over the time span (the first third, then two
-thirds, then all of it) keeps the fit out of the poor minima that oscillatory data make.
+the typical size of its state, and its output multiplied by the size of the term's best constant
+value (a first least-squares fit with the terms as constants), so that networks work on the
+scale of the problem. The networks' weights and the skeleton's parameters (kept inside their
+bounds) are trained together on the whole trajectories of all experiments, with their doses and
+inputs, through the same solver as every model (:class:`biotwin.simulate.Simulator`, exact
+gradients, clipped Adam), by least squares on each observable in units of its spread (on the log
+scale for data spanning decades, as :class:`biotwin.fit.LogScale` says), with prices on
+non-negative states going below zero and on the terms' size. A curriculum over the time span
+(the first third, then two thirds, then all of it) keeps the fit out of the poor minima that
+oscillatory data make, and the networks start twice (near zero and at the best constant).
 
-**Distillation** turns the trained networks back into equations: each network is evaluated on
-the states the data visit, a term library of its inputs (:func:`biotwin.discover.library.build_library`)
-is regressed on those values by sparse regression with the number of terms chosen by BIC
-(:func:`biotwin.discover.sparse.select`), and the closed forms replace the networks in the
-skeleton. The resulting model is refitted on the trajectories (:func:`biotwin.fit.fit_trajectories`),
-so its coefficients answer to the data, not to the network.
+**Hidden states.** A state no measured observable depends on starts at the skeleton's initial
+value (``I(0) = 0``; ``T(0) = T0`` with ``T0`` a bounded parameter, which is then trained), and
+is known only through the skeleton's equations, which is why the skeleton must carry them.
+
+**Distillation** turns the trained networks back into equations: each network is evaluated along
+the trained trajectories (hidden states included), a term library of its inputs
+(:func:`biotwin.discover.library.build_library`) is regressed on those values along a sparse
+regularisation path, every combination of the sparse forms replaces the networks in the
+skeleton, and each is refitted on the trajectories from several starts; the best information
+criterion wins, so the coefficients answer to the data, not to the network.
 """
 
 from __future__ import annotations
@@ -225,9 +233,8 @@ def _experiment_initial(model: Model, experiment: Any, theta: np.ndarray) -> np.
 def _constant_terms(skeleton: Skeleton, dataset: Dataset) -> tuple[dict[str, float], Any]:
     """The best constant value of each neural term (known parameters at their starts) and the problem fitted.
 
-    A constant is the crudest closed form; it sets the size each network works in. (The networks
-    start near zero, not at it: a constant that balances a growth term is a fixed point, from
-    which an oscillator's training does not escape, as on the lynx-hare data.)
+    A constant is the crudest closed form; it sets the size each network works in, and one of
+    the two places the networks start from.
     """
     from biotwin.fit import TrajectoryProblem
     from biotwin.model import Parameter
@@ -263,7 +270,8 @@ def train_hybrid(
     The loss is the mean squared residual of every measured observable in units of its spread,
     on the log scale for an observable whose positive measurements span more than two decades
     (a virus titre), plus a price on states that should stay non-negative going below zero and
-    on the neural terms' size. ``steps`` Adam steps per stage of the curriculum. States that are
+    on the neural terms' size. ``steps`` Adam steps per stage of the curriculum, for each of the
+    two starts of the networks (the lower final loss is kept). States that are
     never measured (hidden) start at the skeleton's initial values (``I(0) = 0`` or ``T(0) = T0``
     with ``T0`` a parameter, which is then trained), measured ones at their first measurement.
     """
@@ -274,7 +282,7 @@ def train_hybrid(
     from jax.flatten_util import ravel_pytree
 
     from biotwin import _jax  # noqa: F401
-    from biotwin.likelihood import initial_function
+    from biotwin.likelihood import given_initial_values, initial_function
     from biotwin.simulate import Simulator
 
     began = time.perf_counter()
@@ -295,8 +303,6 @@ def train_hybrid(
     observable_index = np.array([model.observable_names.index(o) for o in problem.observables])
     given = np.zeros((len(dataset), len(model.states)), dtype=bool)
     given_values = np.zeros(given.shape)
-    from biotwin.likelihood import given_initial_values
-
     for e, experiment in enumerate(dataset):
         for state, value in given_initial_values(model, experiment).items():
             given[e, model.states.index(state)], given_values[e, model.states.index(state)] = True, value
