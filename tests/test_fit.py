@@ -75,3 +75,24 @@ def test_bad_requests():
         TrajectoryProblem(TRUTH, ok).fit(["q"])
     with pytest.raises(ModelError, match="hidden state 'y'"):
         TrajectoryProblem(TRUTH, ok).fit(["a"])
+
+
+def test_data_spanning_decades_are_fitted_on_the_log_scale_with_weights_log() -> None:
+    # A decay over four decades with 10 % multiplicative noise: on the linear scale the late, small
+    # values hardly count; on the log scale every point weighs alike.
+    truth = Model.from_text("dx/dt = -k*x\nk in [0.01, 10] log = 1.0")
+    times = np.linspace(0, 9, 19)
+    clean = 100 * np.exp(-1.0 * times)
+    noisy = clean * np.exp(0.1 * np.random.default_rng(3).standard_normal(times.size))
+    data = Dataset.from_arrays(times, noisy[:, None], ["x"])
+    problem = TrajectoryProblem(truth, data, weights="log")
+    assert problem.padded().log_scale.used.tolist() == [True]
+    assert np.allclose(problem.padded().values[0, :, 0], np.log(noisy))
+    fitted = problem.fit(["k"], start={"k": 0.3})
+    assert fitted.parameters["k"] == pytest.approx(1.0, rel=0.03)
+    # A model whose prediction crosses zero gives large but finite residuals, not NaN.
+    flat = Model.from_text("dx/dt = -k\nk in [0, 1000] = 50")
+    crossing = TrajectoryProblem(flat, data, weights="log").fit(["k"], estimate_initial=False, max_evaluations=5)
+    assert math.isfinite(crossing.rss)
+    with pytest.raises(DataError, match="weights must be 'absolute', 'relative' or 'log'"):
+        TrajectoryProblem(truth, data, weights="logarithmic")
