@@ -216,6 +216,13 @@ def test_feedback_rule_is_trained_through_the_closed_loop_and_replays_as_its_dos
                                           doses=tuple(Dosing("D", float(a), t) for a, t in zip(given[s], doses.times) if a > 0)),
                           ParameterDraws(draws.names, draws.values[s:s + 1]))
         np.testing.assert_allclose(replay.trajectories("T")[0], result.trajectories("T")[s], rtol=1e-5)
+    # Started from the open-loop optimum's doses, a few goal steps keep it there.
+    imitating = train_feedback(model, scenario, FeedbackDesign(doses, ("T",), width=4), Goal("T", "final"),
+                               draws=draws, max_iterations=3, imitate=(6.0, 6.0, 0.0, 0.0))
+    assert imitating.start_value == pytest.approx(optimum, rel=0.05) and imitating.value <= imitating.start_value
+    with pytest.raises(DataError, match="imitates 2 doses but decides at 4 times"):
+        train_feedback(model, scenario, FeedbackDesign(doses, ("T",)), Goal("T", "final"), draws=draws,
+                       imitate=(6.0, 6.0))
     with pytest.raises(DataError, match="observes unknown state or observable 'X'"):
         train_feedback(model, scenario, FeedbackDesign(doses, ("X",)), Goal("T", "final"), draws=draws)
     with pytest.raises(DataError, match="'feedback' needs 'observe"):

@@ -634,9 +634,12 @@ def optimize(
     rule = None
     if plan.feedback is not None:
         with rich_progress(errors, f"training the feedback rule over {len(training)} draws") as progress:
+            # The rule starts from the open-loop optimum's doses where it decides at the same times.
+            same_times = np.array_equal(np.asarray(plan.feedback.doses.times, dtype=float), schedule.times)
             rule = train_feedback(twin.model, base, plan.feedback, plan.goal, bounds=plan.bounds,
                                   draws=training, robust=plan.robust,
-                                  confidence=plan.confidence, progress=progress)
+                                  confidence=plan.confidence, progress=progress,
+                                  imitate=schedule.amounts if same_times else None)
     regimens = {"no treatment": replace(base, name="no treatment"), "optimised": schedule.scenario(base, "optimised")}
     if plan.standard:
         regimens["standard"] = replace(base, name="standard", doses=plan.standard)

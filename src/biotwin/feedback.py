@@ -45,6 +45,9 @@ FEATURE_FLOOR = 1e-6
 PENALTY = 100.0
 #: Adam's step on the network's weights.
 LEARNING_RATE = 0.02
+#: Adam steps spent learning to give the open-loop optimum's doses before training on the goal
+#: (cheap: a fit to the features along the open-loop paths, no solve).
+IMITATION_STEPS = 3000
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,8 @@ class FeedbackRule:
     """A trained feedback rule: the network's flat ``weights``, its reference levels and its training record.
 
     ``value`` is the goal over the training draws (as optimised: mean or quantile), ``start_value``
-    the same for the untrained rule (the cumulative dose spread evenly, as the open-loop start).
+    the same for the untrained rule (the cumulative dose spread evenly, as the open-loop start; or,
+    when it imitated the open-loop optimum first, the rule after imitation).
     """
 
     design: FeedbackDesign
@@ -98,7 +102,7 @@ class FeedbackRule:
         draws = draws if draws is not None else ParameterDraws.of_model(model)
         solved, theta, y0, solve = scenario_solver(model, named, draws, rtol, atol)
         rollout = _rollout(solved, named, self.design, self.reference, solve, theta, y0)
-        states, observables, status, t_stop, doses = jax.jit(rollout)(jnp.asarray(self.weights))
+        states, observables, status, t_stop, doses, *_ = jax.jit(rollout)(jnp.asarray(self.weights))
         result = forecast_of_solves(model, named, draws, np.asarray(states), np.asarray(observables),
                                     np.asarray(status), np.asarray(t_stop))
         return result, np.asarray(doses)
@@ -144,12 +148,15 @@ def _start_share(design: BolusDesign) -> float:
 
 
 def _rollout(model: Model, scenario: Scenario, design: FeedbackDesign, reference: np.ndarray, solve: Any,
-             theta: np.ndarray, y0: np.ndarray) -> Any:
-    """``run(weights) -> (states (S, T, n), observables (S, T, O), status (S,), t_stop (S,), doses (S, K))`` over
-    the draws (JAX), each solved by ``solve`` (a :class:`~biotwin.simulate.Simulator`'s).
+             theta: np.ndarray, y0: np.ndarray, schedule: np.ndarray | None = None) -> Any:
+    """``run(weights) -> (states (S, T, n), observables (S, T, O), status (S,), t_stop (S,), doses (S, K),
+    features (S, K, F), room (S, K))`` over the draws (JAX), each solved by ``solve`` (a
+    :class:`~biotwin.simulate.Simulator`'s).
 
     Each draw is solved interval by interval between decision times; at the start of each
-    interval the rule sees the observed quantities and its dose is added to the state.
+    interval the rule sees the observed quantities (its features) and its dose, at most the room
+    left under the limits, is added to the state. With ``schedule`` (K,), those doses are given
+    instead of the rule's (capped by the same room), and the weights are ignored.
     """
     import jax
     import jax.numpy as jnp
@@ -180,7 +187,10 @@ def _rollout(model: Model, scenario: Scenario, design: FeedbackDesign, reference
             y, given, out, status, t_stop = carry
             ta, tb = boundaries[k], boundaries[k + 1]
             room = jnp.clip(budget - given, 0.0, doses.max_dose)
-            dose = jnp.where(k >= 1, room * jax.nn.sigmoid(net(weights, seen(ta, y, th))), 0.0)
+            features = seen(ta, y, th)
+            chosen = (jnp.minimum(jnp.asarray(schedule)[jnp.maximum(k - 1, 0)], room) if schedule is not None
+                      else room * jax.nn.sigmoid(net(weights, features)))
+            dose = jnp.where(k >= 1, chosen, 0.0)
             y = y.at[column].add(dose)
             # One solve per interval, saving at the output grid (clipped to the interval) and at its end.
             plan = Plan(jnp.concatenate([save_times, tb[None]]), jnp.stack([ta, tb]), jnp.zeros((1, n_states)),
@@ -190,12 +200,13 @@ def _rollout(model: Model, scenario: Scenario, design: FeedbackDesign, reference
             out = jnp.where(inside[:, None], states[:-1], out)
             t_stop = jnp.where((status == OK) & (code != OK), stopped, t_stop)
             status = jnp.where(status == OK, code, status)
-            return (states[-1], given + dose, out, status, t_stop), dose
+            return (states[-1], given + dose, out, status, t_stop), (dose, features, room)
 
         initial = (start_state, jnp.asarray(0.0), jnp.zeros((save_times.shape[0], n_states)), jnp.asarray(OK),
                    boundaries[-1])
-        (_, _, states, status, t_stop), given = jax.lax.scan(interval, initial, jnp.arange(boundaries.shape[0] - 1))
-        return states, observe(save_times, states, th), status, t_stop, given[1:]
+        (_, _, states, status, t_stop), (given, features, room) = jax.lax.scan(
+            interval, initial, jnp.arange(boundaries.shape[0] - 1))
+        return states, observe(save_times, states, th), status, t_stop, given[1:], features[1:], room[1:]
 
     def run(weights: Any) -> Any:
         return jax.vmap(one, in_axes=(None, 0, 0))(weights, jnp.asarray(theta), jnp.asarray(y0))
@@ -217,11 +228,16 @@ def train_feedback(
     progress: Any = None,
     rtol: float = 1e-6,
     atol: float = 1e-9,
+    imitate: Sequence[float] | None = None,
 ) -> FeedbackRule:
     """Train the rule's weights over ``draws`` on ``goal`` under ``bounds`` (see the module).
 
     The scenario and quantities are checked as for :func:`biotwin.control.optimise_schedule`;
-    every observed quantity must be a state or an observable of the model.
+    every observed quantity must be a state or an observable of the model. With ``imitate`` (the
+    open-loop optimum's amounts at the design's times), the network first learns to give those
+    doses in the closed loop (least squares on the doses over the draws, ``IMITATION_STEPS``
+    Adam steps) and trains on the goal from there: as the best iterate is kept, the rule then
+    starts from what the open-loop optimum achieves and can only improve on it for these draws.
     """
 
     from biotwin.simulate import OK
@@ -238,16 +254,57 @@ def train_feedback(
     rollout = _rollout(solved, scenario, design, reference, solve, theta, y0)
 
     def stacked(weights: Any) -> Any:
-        states, observables, status, _, _ = rollout(weights)
+        states, observables, status, *_ = rollout(weights)
         return outcomes(states, observables, status == OK)
 
     start, _ = _network(design)
+    if imitate is not None:
+        target = np.asarray(imitate, dtype=float)
+        if target.shape != (len(design.doses.times),):
+            raise DataError(f"the rule imitates {target.size} doses but decides at {len(design.doses.times)} times")
+        along = _rollout(solved, scenario, design, reference, solve, theta, y0, schedule=target)
+        start = _imitation(along, start, target, design, progress)
     weights, value, start_value, feasible, iterations = _adam(stacked, start, _slack_scales(bounds), max_iterations,
                                                               progress)
     sign = -1.0 if goal.maximise else 1.0
     message = "bounds hold" if feasible else "no iterate kept every bound; the least violating one is returned"
     return FeedbackRule(design, weights, reference, sign * value, sign * start_value, feasible, message, iterations,
                         time.perf_counter() - began)
+
+
+def _imitation(along: Any, start: np.ndarray, target: np.ndarray, design: FeedbackDesign, progress: Any) -> np.ndarray:
+    """Weights whose doses reproduce ``target`` (K,) where the open-loop schedule takes the draws.
+
+    ``along`` is the rollout of the schedule itself: what the rule would see at each decision
+    time (its features) and the room it would have. The network is fitted to give those doses
+    there (least squares in units of the largest dose, Adam): no solve is needed, only the
+    features of the open-loop paths.
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    _, net = _network(design)
+    *_, features, room = along(jnp.asarray(start))
+    features = features.reshape(-1, features.shape[-1])
+    room = room.reshape(-1)
+    wanted = jnp.minimum(jnp.tile(jnp.asarray(target), room.size // target.size), room)
+
+    def loss(weights: Any) -> Any:
+        given = room * jax.nn.sigmoid(jax.vmap(lambda z: net(weights, z))(features))
+        return jnp.mean(((given - wanted) / design.doses.max_dose) ** 2)
+
+    step_of = jax.jit(jax.value_and_grad(loss))
+    optimiser = optax.adam(optax.cosine_decay_schedule(2 * LEARNING_RATE, IMITATION_STEPS, alpha=0.05))
+    weights = jnp.asarray(start)
+    state = optimiser.init(weights)
+    for step in range(1, IMITATION_STEPS + 1):
+        value, gradient = step_of(weights)
+        if progress is not None and step % 100 == 0:
+            progress(step, IMITATION_STEPS, f"imitating the open-loop optimum: dose error {float(value) ** 0.5:.3g}")
+        updates, state = optimiser.update(gradient, state)
+        weights = optax.apply_updates(weights, updates)
+    return np.asarray(weights)
 
 
 def _slack_scales(bounds: Sequence[Bound]) -> np.ndarray:
