@@ -209,13 +209,9 @@ class Model:
         """Read a model file (the text language of :meth:`from_text`)."""
         from pathlib import Path
 
-        file = Path(path)
-        if not file.is_file():
-            raise ModelError(f"{path}: no such model file")
-        try:
-            return _parse(file.read_text(encoding="utf-8"), file.stem)
-        except ModelError as error:
-            raise ModelError(f"{path}: {error}") from None
+        from biotwin.io.files import parse_file
+
+        return parse_file(path, "model file", lambda text: _parse(text, Path(path).stem))
 
     # ------------------------------------------------------------------ lookups
     @property

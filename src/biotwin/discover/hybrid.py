@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -95,14 +95,10 @@ class Skeleton:
         """Read a skeleton file (the text of :meth:`from_text`)."""
         from pathlib import Path
 
-        file = Path(path)
-        if not file.is_file():
-            raise ModelError(f"{path}: no such skeleton file")
-        try:
-            skeleton = cls.from_text(file.read_text(encoding="utf-8"))
-        except ModelError as error:
-            raise ModelError(f"{path}: {error}") from None
-        return cls(replace(skeleton.model, name=file.stem), skeleton.terms, skeleton.text)
+        from biotwin.io.files import parse_file
+
+        skeleton = parse_file(path, "skeleton file", cls.from_text)
+        return cls(replace(skeleton.model, name=Path(path).stem), skeleton.terms, skeleton.text)
 
     @property
     def known_parameters(self) -> tuple[str, ...]:
@@ -187,47 +183,46 @@ class HybridFit:
 
         return np.asarray(self.dynamics.along(self.nets, name, jnp.asarray(X, dtype=float)))
 
-    def simulate(self, dataset: Dataset, *, grid: int | None = None) -> dict[str, np.ndarray]:
-        """The trained hybrid model's observables (T, O) in each experiment of ``dataset``.
+    def simulate(self, dataset: Dataset) -> dict[str, np.ndarray]:
+        """The trained hybrid model's observables (T, O) at the measurement times of each experiment of ``dataset``.
 
         Each experiment's doses, inputs and parameter overrides apply; states start where the
         experiment gives them (overrides, then first measurements), else at the skeleton's
-        initial values. With ``grid``, at that many even times from its start to its last measurement.
+        initial values. All experiments are solved in one batch.
         """
         import jax
         import jax.numpy as jnp
 
-        from biotwin.simulate import Simulator, make_plan
+        from biotwin.likelihood import initial_function, stacked_plans
+        from biotwin.simulate import OK, Simulator
 
         model = self.skeleton.model
-        simulator = Simulator(model, "tsit5", rtol=1e-6, atol=1e-8, dynamics=self.dynamics)
-        solve = jax.jit(simulator.solve)
+        names = model.parameter_names
+        thetas = np.array([[{**self.parameters, **experiment.overrides}.get(p, 0.0) for p in names]
+                           for experiment in dataset], dtype=float)
+        given, given_values = _given_initial_states(model, dataset)
+        y0 = np.where(given, given_values, np.asarray(jax.vmap(initial_function(model))(jnp.asarray(thetas))))
+        solve = Simulator(model, "tsit5", rtol=1e-6, atol=1e-8, dynamics=self.dynamics).solve
+        batch = jax.jit(jax.vmap(solve, in_axes=({"theta": 0, "nets": None}, 0, 0)))
+        _, observed, status, t_stop = batch({"theta": thetas, "nets": self.nets}, y0, stacked_plans(model, dataset))
         out = {}
-        for experiment in dataset:
-            theta = _experiment_theta(model, self.parameters, experiment)
-            times = experiment.times if grid is None else np.linspace(experiment.start, experiment.times[-1], grid)
-            plan = make_plan(model, times, start=experiment.start, doses=experiment.doses, inputs=experiment.inputs)
-            y0 = _experiment_initial(model, experiment, theta)
-            _, observed, status, t_stop = solve({"theta": jnp.asarray(theta), "nets": self.nets}, y0, plan)
-            if int(status) != 0:
-                raise ModelError(f"the hybrid model fails in experiment '{experiment.name}' at t={float(t_stop):g}")
-            out[experiment.name] = np.asarray(observed)
+        for k, experiment in enumerate(dataset):
+            if int(status[k]) != OK:
+                raise ModelError(f"the hybrid model fails in experiment '{experiment.name}' at t={float(t_stop[k]):g}")
+            out[experiment.name] = np.asarray(observed[k, : experiment.times.size])
         return out
 
 
-def _experiment_theta(model: Model, parameters: Mapping[str, float], experiment: Any) -> np.ndarray:
-    """The skeleton's parameter vector in one experiment (its overrides applied; neural terms 0)."""
-    values = {**parameters, **{k: v for k, v in experiment.overrides.items() if k in model.parameter_names}}
-    return np.array([values.get(p, 0.0) for p in model.parameter_names], dtype=float)
-
-
-def _experiment_initial(model: Model, experiment: Any, theta: np.ndarray) -> np.ndarray:
-    """An experiment's initial state: what it gives (overrides, first measurements), else the skeleton's initial values."""
+def _given_initial_states(model: Model, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Which initial states (E, n) the experiments give (overrides, first measurements) and their values."""
     from biotwin.likelihood import given_initial_values
 
-    given = given_initial_values(model, experiment)
-    values = dict(zip(model.parameter_names, theta))
-    return np.array([given[s] if s in given else model.initial_value(s, values) for s in model.states])
+    given = np.zeros((len(dataset), len(model.states)), dtype=bool)
+    values = np.zeros(given.shape)
+    for e, experiment in enumerate(dataset):
+        for state, value in given_initial_values(model, experiment).items():
+            given[e, model.states.index(state)], values[e, model.states.index(state)] = True, value
+    return given, values
 
 
 def _constant_terms(skeleton: Skeleton, dataset: Dataset) -> tuple[dict[str, float], Any]:
@@ -282,7 +277,8 @@ def train_hybrid(
     from jax.flatten_util import ravel_pytree
 
     from biotwin import _jax  # noqa: F401
-    from biotwin.likelihood import given_initial_values, initial_function
+    from biotwin.likelihood import initial_function
+    from biotwin.objective import to_scale
     from biotwin.simulate import Simulator
 
     began = time.perf_counter()
@@ -301,19 +297,15 @@ def train_hybrid(
     constants, problem = _constant_terms(skeleton, dataset)
     data = problem.padded()
     observable_index = np.array([model.observable_names.index(o) for o in problem.observables])
-    given = np.zeros((len(dataset), len(model.states)), dtype=bool)
-    given_values = np.zeros(given.shape)
-    for e, experiment in enumerate(dataset):
-        for state, value in given_initial_values(model, experiment).items():
-            given[e, model.states.index(state)], given_values[e, model.states.index(state)] = True, value
+    given, given_values = _given_initial_states(model, dataset)
 
     # Where the constant-term model goes sets the typical size of every state, hidden ones included.
     base = np.array([constants.get(p.name, p.value) for p in model.parameters])
     thetas = np.where(data.override_mask, data.override_value, base)
     initial_states = initial_function(model)
     y0_start = np.where(given, given_values, np.asarray(jax.vmap(initial_states)(jnp.asarray(thetas))))
-    states0, _, status0, _ = jax.vmap(Simulator(model, "tsit5", rtol=1e-6, atol=1e-8).solve)(thetas, y0_start, data.plans)
-    states0 = np.where(np.asarray(status0)[:, None, None] == 0, np.asarray(states0), np.nan)
+    states0, _, status0, _ = Simulator(model, "tsit5", rtol=1e-6, atol=1e-8)(thetas, y0_start, data.plans)
+    states0 = np.where(status0[:, None, None] == 0, states0, np.nan)
     visited = np.concatenate([np.abs(states0).reshape(-1, len(model.states)), np.abs(y0_start)])
     magnitude = np.nanmax(np.where(np.isfinite(visited), visited, np.nan), axis=0)
     magnitude = np.where(np.isfinite(magnitude) & (magnitude > 0), magnitude, 1.0)
@@ -337,12 +329,12 @@ def train_hybrid(
     # scale (of p, lower and upper) for parameters searched on a log scale.
     logarithmic = np.array([model.parameter(p).scale == "log10" for p in trained], dtype=bool)
 
-    def searched(values: Any, xp: Any = np) -> Any:
-        return xp.where(logarithmic, xp.log(xp.where(logarithmic, values, 1.0)), values)
+    def searched(field: str) -> np.ndarray:
+        return np.array([to_scale(getattr(model.parameter(p), field), "log" if log else "lin")
+                         for p, log in zip(trained, logarithmic)], dtype=float)
 
-    lower = searched(np.array([model.parameter(p).lower for p in trained], dtype=float))
-    upper = searched(np.array([model.parameter(p).upper for p in trained], dtype=float))
-    share = np.clip((searched(np.array([model.parameter(p).value for p in trained])) - lower) / (upper - lower),
+    lower, upper = searched("lower"), searched("upper")
+    share = np.clip((searched("value") - lower) / (upper - lower),
                     1e-3, 1 - 1e-3)
     start = {"known": jnp.asarray(np.log(share / (1 - share))), "nets": eqx.filter(nets, eqx.is_array)}
     flat, unravel = ravel_pytree(start)
@@ -422,7 +414,7 @@ def train_hybrid(
                 done += 1
                 if progress is not None and done % 10 == 0:
                     progress(done, total_steps, f"loss {float(value):.4g} on {share:.0%} of the span")
-        value = float(loss(weights, jnp.asarray(t0 + span)))
+        value = float(step_of(weights, jnp.asarray(t0 + span))[0])
         if np.isfinite(value) and (best is None or value < best[0]):
             best = (value, weights)
     if best is None:
@@ -430,7 +422,7 @@ def train_hybrid(
                          "check the skeleton's signs and starting values")
     final, weights = best
     params = unravel(weights)
-    states, _, y0 = solved(params)
+    states, _, y0 = jax.jit(solved)(params)
     values_known = {p: float(model.parameter(p).value) for p in skeleton.known_parameters}
     values_known.update({p: float(v) for p, v in zip(trained, np.asarray(known_values(params)))})
     return HybridFit(

@@ -93,13 +93,9 @@ class Prior:
 
 def read_prior(path: str | Path) -> Prior:
     """Read a prior file."""
-    file = Path(path)
-    if not file.is_file():
-        raise ModelError(f"{path}: no such prior file")
-    try:
-        return parse_prior(file.read_text(encoding="utf-8"))
-    except ModelError as error:
-        raise ModelError(f"{path}: {error}") from None
+    from biotwin.io.files import parse_file
+
+    return parse_file(path, "prior file", parse_prior)
 
 
 def parse_prior(text: str) -> Prior:

@@ -6,7 +6,9 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
@@ -32,6 +34,23 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
     return atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8", newline=""))
+
+
+def parse_file(path: str | Path, what: str, parse: Callable[[str], T]) -> T:
+    """``parse`` applied to the text of ``path`` (``what`` it is, e.g. "model file", names it in errors).
+
+    A missing file raises :class:`~biotwin.errors.ModelError`, and so does a mistake ``parse``
+    finds, with the file's path in front of its message.
+    """
+    from biotwin.errors import ModelError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such {what}")
+    try:
+        return parse(path.read_text(encoding="utf-8"))
+    except ModelError as error:
+        raise ModelError(f"{path}: {error}") from None
 
 
 def read_yaml(path: str | Path, what: str) -> Any:
