@@ -156,6 +156,23 @@ def test_optimised_doses_reach_the_known_optimum_and_beat_an_even_split() -> Non
     assert np.nanmax(optimised.trajectories("D")) <= 6.5 + 1e-3
 
 
+def test_an_optimiser_stopped_across_a_bound_returns_the_best_iterate_that_kept_it() -> None:
+    import jax.numpy as jnp
+
+    from biotwin.control import _minimise_in_unit_box
+
+    # Minimise x subject to sqrt(x) >= sqrt(0.5): the constraint is concave, so each SLSQP step on
+    # its linearisation lands below 0.5 (from 1 to 0.414, then 0.496) before converging to 0.5.
+    def stacked(v: jnp.ndarray) -> jnp.ndarray:
+        return jnp.stack([v[0], jnp.sqrt(v[0]) - jnp.sqrt(0.5)])
+
+    stopped = _minimise_in_unit_box(stacked, np.array([1.0]), budget_row=None, max_iterations=2, progress=None)
+    assert stopped.x[0] == 1.0 and not stopped.converged
+    assert stopped.message.endswith("the best iterate that kept every bound is returned")
+    finished = _minimise_in_unit_box(stacked, np.array([1.0]), budget_row=None, max_iterations=50, progress=None)
+    assert finished.converged and finished.x[0] == pytest.approx(0.5, abs=1e-3)
+
+
 def test_design_files_are_validated() -> None:
     with pytest.raises(DataError, match="exactly one of 'bolus'"):
         read_design({"scenario": {"horizon": 5}, "goal": {"quantity": "T"}})
@@ -216,13 +233,14 @@ def test_feedback_rule_is_trained_through_the_closed_loop_and_replays_as_its_dos
                                           doses=tuple(Dosing("D", float(a), t) for a, t in zip(given[s], doses.times) if a > 0)),
                           ParameterDraws(draws.names, draws.values[s:s + 1]))
         np.testing.assert_allclose(replay.trajectories("T")[0], result.trajectories("T")[s], rtol=1e-5)
-    # Started from the open-loop optimum's doses, a few goal steps keep it there.
-    imitating = train_feedback(model, scenario, FeedbackDesign(doses, ("T",), width=4), Goal("T", "final"),
-                               draws=draws, max_iterations=3, imitate=(6.0, 6.0, 0.0, 0.0))
-    assert imitating.start_value == pytest.approx(optimum, rel=0.05) and imitating.value <= imitating.start_value
-    with pytest.raises(DataError, match="imitates 2 doses but decides at 4 times"):
+    # Started from the open-loop optimum's doses, the untrained rule gives them to every patient
+    # (each full dose 0.01 % short of the room, the network's output near 0), and a few goal steps keep it there.
+    around = train_feedback(model, scenario, FeedbackDesign(doses, ("T",), width=4), Goal("T", "final"),
+                            draws=draws, max_iterations=3, start_from=(6.0, 6.0, 0.0, 0.0))
+    assert around.start_value == pytest.approx(optimum, rel=5e-3) and around.value <= around.start_value
+    with pytest.raises(DataError, match="starts from 2 doses but decides at 4 times"):
         train_feedback(model, scenario, FeedbackDesign(doses, ("T",)), Goal("T", "final"), draws=draws,
-                       imitate=(6.0, 6.0))
+                       start_from=(6.0, 6.0))
     with pytest.raises(DataError, match="observes unknown state or observable 'X'"):
         train_feedback(model, scenario, FeedbackDesign(doses, ("X",)), Goal("T", "final"), draws=draws)
     with pytest.raises(DataError, match="'feedback' needs 'observe"):
@@ -248,6 +266,6 @@ def test_optimize_command_trains_the_feedback_rule_from_the_open_loop_optimum(tm
     assert result.returncode == 0, result.stderr
     record = json.loads((twin / "schedule.json").read_text())
     optimised, feedback = record["regimens"]["optimised"], record["regimens"]["feedback"]
-    # Started from the optimum's doses, the rule ends within 5 % of it (here it is the same patient).
+    # Started from the optimum's doses (each within 0.01 % of it), the rule ends within 5 % of it (the same patient).
     assert feedback["goal_median"] == pytest.approx(optimised["goal_median"], rel=0.05)
-    assert feedback["total"] == pytest.approx(12.0, rel=1e-6) and record["feedback"]["iterations"] > 0
+    assert feedback["total"] == pytest.approx(12.0, rel=1e-3) and record["feedback"]["iterations"] > 0

@@ -639,7 +639,7 @@ def optimize(
             rule = train_feedback(twin.model, base, plan.feedback, plan.goal, bounds=plan.bounds,
                                   draws=training, robust=plan.robust,
                                   confidence=plan.confidence, progress=progress,
-                                  imitate=schedule.amounts if same_times else None)
+                                  start_from=schedule.amounts if same_times else None)
     regimens = {"no treatment": replace(base, name="no treatment"), "optimised": schedule.scenario(base, "optimised")}
     if plan.standard:
         regimens["standard"] = replace(base, name="standard", doses=plan.standard)

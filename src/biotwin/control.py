@@ -290,7 +290,8 @@ def optimise_schedule(
     linear = None
     if design.max_total is not None:
         linear = np.concatenate([scale * widths, np.zeros(design.size - n_amounts)]) / design.max_total
-    found = _minimise_in_unit_box(stacked, start, budget_row=linear, max_iterations=max_iterations, progress=progress)
+    found = _minimise_in_unit_box(stacked, start, budget_row=linear, max_iterations=max_iterations, progress=progress,
+                                  scales=slack_scales(bounds))
     v = found.x
     plan = plan_of(jnp.asarray(v))
     amounts = np.asarray(v[:n_amounts]) * scale
@@ -354,6 +355,22 @@ def criterion(model: Model, scenario: Scenario, goal: Goal, bounds: Sequence[Bou
     return outcomes
 
 
+#: A bound holds when it is violated by at most this share of its level (SLSQP meets an active
+#: bound only to its tolerance, and a rule started at its optimum must count as feasible there).
+FEASIBLE_WITHIN = 1e-3
+
+
+def slack_scales(bounds: Sequence[Bound]) -> np.ndarray:
+    """The level of each bound's slack, in the order :func:`criterion` stacks them (upper, then lower, per bound)."""
+    order = []
+    for bound in bounds:
+        if bound.upper is not None:
+            order.append(abs(bound.upper) or 1.0)
+        if bound.lower is not None:
+            order.append(abs(bound.lower) or 1.0)
+    return np.asarray(order, dtype=float)
+
+
 @dataclass(frozen=True, eq=False)
 class Minimum:
     """What :func:`_minimise_in_unit_box` found: the vector ``x``, the objective there and at the start."""
@@ -367,17 +384,22 @@ class Minimum:
 
 
 def _minimise_in_unit_box(stacked: Any, start: np.ndarray, *, budget_row: np.ndarray | None, max_iterations: int,
-                          progress: Any) -> Minimum:
+                          progress: Any, scales: np.ndarray | None = None) -> Minimum:
     """Minimise ``stacked(x)[0]`` subject to ``stacked(x)[1:] >= 0``, ``budget_row @ x <= 1`` and x in [0, 1]^n, by SLSQP.
 
     ``stacked`` is a JAX function; the objective, the constraints and their Jacobian come from one
     compiled program (one reverse sweep per output), remembered for the last x: SLSQP asks for
     them separately at the same point. ``progress(done, total, label)`` is called every iteration.
-    Raises :class:`ModelError` when the objective is not finite at the start.
+    SLSQP's iterates may cross a bound on the way (and its last one does when it stops at the
+    iteration limit): the best iterate that kept every bound (to ``FEASIBLE_WITHIN`` of its level in
+    ``scales``) is returned when the last one did not. Raises :class:`ModelError` when the
+    objective is not finite at the start.
     """
     import jax
     import jax.numpy as jnp
     from scipy.optimize import minimize
+
+    from biotwin import _jax  # noqa: F401  (float64 before the first array)
 
     def with_primal(x: Any) -> tuple[Any, Any]:
         outputs = stacked(x)
@@ -409,17 +431,35 @@ def _minimise_in_unit_box(stacked: Any, start: np.ndarray, *, budget_row: np.nda
     if budget_row is not None:
         row = np.asarray(budget_row, dtype=float)
         constraints.append({"type": "ineq", "fun": lambda x: np.array([1.0 - row @ x]), "jac": lambda x: -row[None, :]})
+    levels = np.ones(at(start)[0].size - 1) if scales is None else np.asarray(scales, dtype=float)
+
+    def feasible(x: np.ndarray) -> bool:
+        within_budget = budget_row is None or float(budget_row @ x) <= 1.0 + FEASIBLE_WITHIN
+        return within_budget and bool(np.all(at(x)[0][1:] / levels >= -FEASIBLE_WITHIN))
+
     iterations = [0]
+    # The best iterate that kept every bound, (goal, x); the start counts as one.
+    kept = [(start_value, start.copy())] if feasible(start) else []
 
     def report(x: np.ndarray) -> None:
         iterations[0] += 1
+        x = np.clip(x, 0.0, 1.0)
+        value = float(at(x)[0][0])
+        if feasible(x) and (not kept or value < kept[0][0]):
+            kept[:] = [(value, x.copy())]
         if progress is not None:
-            progress(iterations[0], max_iterations, f"goal {float(at(x)[0][0]):.4g}")
+            progress(iterations[0], max_iterations, f"goal {value:.4g}")
 
     result = minimize(fun, start, jac=True, method="SLSQP", bounds=[(0.0, 1.0)] * start.size,
                       constraints=constraints, callback=report, options={"maxiter": max_iterations, "ftol": 1e-7})
     x = np.clip(result.x, 0.0, 1.0)
-    return Minimum(x, float(at(x)[0][0]), start_value, bool(result.success), str(result.message), int(result.nit))
+    message = str(result.message)
+    if kept and (not feasible(x) or kept[0][0] < float(at(x)[0][0])):
+        x = kept[0][1]
+        message += "; the best iterate that kept every bound is returned"
+    elif not feasible(x):
+        message += "; no iterate kept every bound"
+    return Minimum(x, float(at(x)[0][0]), start_value, bool(result.success) and feasible(x), message, int(result.nit))
 
 
 def standard_schedule(design: BolusDesign, amount: float, times: Sequence[float]) -> Schedule:

@@ -4,15 +4,20 @@ An open-loop schedule (:mod:`biotwin.control`) fixes the doses in advance for ev
 feedback rule looks at the patient first: at the decision times t_1 < ... < t_K of a
 :class:`~biotwin.control.BolusDesign` it gives, into the design's state,
 
-    a_k = min(D, B - sum_{j<k} a_j)^+ * s(NN_w(z_k)),    z_k = (log(q(t_k) / q_ref), t_k / T),
+    a_k = r_k * s(b_k + NN_w(z_k)),    r_k = min(D, B - sum_{j<k} a_j)^+,    z_k = (log(q(t_k) / q_ref), t_k / T),
 
 with D the largest single dose, B the largest cumulative dose (so no patient ever gets more than
-the open-loop schedule may give), s the logistic function, q the observed quantities (states or
-observables, e.g. tumour volume and neutrophil count), q_ref their median at the start, and NN_w a
-small multilayer perceptron (equinox). The weights w are trained through the differentiable
+the open-loop schedule may give), r_k the room left under both, s the logistic function, q the
+observed quantities (states or observables, e.g. tumour volume and neutrophil count), q_ref their
+median at the start, NN_w a small multilayer perceptron (equinox) and b_k a baseline per decision
+time. The rule is a correction around a schedule: started from an open-loop schedule a*_k, the
+baseline is b_k = logit(a*_k / r*_k), with r*_k the room that schedule leaves, and the network's
+output starts near zero, so the untrained rule gives the open-loop doses to every patient and
+training can only move away from them where the goal improves; otherwise b_k spreads the
+cumulative limit evenly. The weights w are trained through the differentiable
 simulator, over the posterior draws as a population of virtual patients, on the same goal and
 bounds as the open-loop optimiser (:func:`biotwin.control.criterion`): the mean (or a quantile) of
-the goal, each bound held in a ``confidence`` share of the draws (a quadratic penalty on its
+the goal, each bound held in a ``confidence`` share of the draws (an exact penalty on its
 violation), by Adam with exact gradients (reverse mode through diffrax and the scan over decision
 times). This is the controller proposed
 for medical digital twins; compare it with the open-loop optimum on draws it was not trained on.
@@ -28,12 +33,14 @@ from typing import Any, Literal
 import numpy as np
 
 from biotwin.control import (
+    FEASIBLE_WITHIN,
     BolusDesign,
     Bound,
     Goal,
     check_problem,
     criterion,
     scenario_solver,
+    slack_scales,
 )
 from biotwin.errors import DataError, ModelError
 from biotwin.experiment import Forecast, ParameterDraws, Scenario, forecast_of_solves
@@ -41,13 +48,16 @@ from biotwin.model import Model
 
 #: Floor of q / q_ref under the logarithm of the features (a quantity that reaches zero).
 FEATURE_FLOOR = 1e-6
-#: Weight of the squared relative violation of a bound, against the goal normalised to 1 at the start.
+#: Weight of a bound's relative violation v (penalty PENALTY (v + v^2)), against the goal normalised
+#: to 1 at the start. A linear term makes the penalty exact: above the bound's Lagrange multiplier,
+#: the penalised minimum lies on the bound rather than a fixed distance past it, as a quadratic
+#: penalty alone would leave it (about 1 % past the neutrophil bound of the chemotherapy example).
 PENALTY = 100.0
 #: Adam's step on the network's weights.
 LEARNING_RATE = 0.02
-#: Adam steps spent learning to give the open-loop optimum's doses before training on the goal
-#: (cheap: a fit to the features along the open-loop paths, no solve).
-IMITATION_STEPS = 3000
+#: Bounds of a baseline dose's share of the room, a*_k / r*_k: a dose of 0 or of all the room has
+#: no finite logit, and a logistic saturated further than this would barely learn.
+BASELINE_SHARE = (1e-4, 1.0 - 1e-4)
 
 
 @dataclass(frozen=True)
@@ -75,15 +85,17 @@ class FeedbackDesign:
 
 @dataclass(frozen=True, eq=False)
 class FeedbackRule:
-    """A trained feedback rule: the network's flat ``weights``, its reference levels and its training record.
+    """A trained feedback rule: the network's flat ``weights``, its ``baseline`` logits b_k, its
+    reference levels and its training record.
 
     ``value`` is the goal over the training draws (as optimised: mean or quantile), ``start_value``
-    the same for the untrained rule (the cumulative dose spread evenly, as the open-loop start; or,
-    when it imitated the open-loop optimum first, the rule after imitation).
+    the same for the untrained rule (the open-loop schedule it started from, or the cumulative dose
+    spread evenly).
     """
 
     design: FeedbackDesign
     weights: np.ndarray
+    baseline: np.ndarray
     reference: np.ndarray
     value: float
     start_value: float
@@ -101,8 +113,8 @@ class FeedbackRule:
         named = replace(scenario, name="feedback")
         draws = draws if draws is not None else ParameterDraws.of_model(model)
         solved, theta, y0, solve = scenario_solver(model, named, draws, rtol, atol)
-        rollout = _rollout(solved, named, self.design, self.reference, solve, theta, y0)
-        states, observables, status, t_stop, doses, *_ = jax.jit(rollout)(jnp.asarray(self.weights))
+        rollout = _rollout(solved, named, self.design, self.reference, self.baseline, solve, theta, y0)
+        states, observables, status, t_stop, doses = jax.jit(rollout)(jnp.asarray(self.weights))
         result = forecast_of_solves(model, named, draws, np.asarray(states), np.asarray(observables),
                                     np.asarray(status), np.asarray(t_stop))
         return result, np.asarray(doses)
@@ -111,13 +123,13 @@ class FeedbackRule:
         return {"observe": list(self.design.observe), "times": list(self.design.doses.times),
                 "max_dose": self.design.doses.max_dose, "max_total": self.design.doses.max_total,
                 "width": self.design.width, "depth": self.design.depth, "weights": self.weights.tolist(),
-                "reference": self.reference.tolist(), "value": self.value, "start_value": self.start_value,
+                "baseline": self.baseline.tolist(), "reference": self.reference.tolist(), "value": self.value, "start_value": self.start_value,
                 "converged": self.converged, "message": self.message, "iterations": self.iterations,
                 "seconds": self.seconds}
 
 
 def _network(design: FeedbackDesign) -> tuple[np.ndarray, Any]:
-    """The initial flat weights and ``net(weights, z)``; untrained, the rule spreads the cumulative limit evenly."""
+    """The initial flat weights and ``net(weights, z)``; untrained, the network's output is 0."""
     import equinox as eqx
     import jax
     import jax.numpy as jnp
@@ -126,11 +138,10 @@ def _network(design: FeedbackDesign) -> tuple[np.ndarray, Any]:
     mlp = eqx.nn.MLP(len(design.observe) + 1, "scalar", design.width, design.depth, activation=jnp.tanh,
                      key=jax.random.PRNGKey(design.seed), dtype=jnp.float64)
     last = mlp.layers[-1]
-    # A nearly flat start: small output weights, the bias at logit(share).
-    share = _start_share(design.doses)
-    logit = float(np.log(share / (1.0 - share)))
+    # The untrained network outputs exactly 0, so the rule starts at its baseline (the hidden
+    # layers get gradients once the output weights have moved from 0).
     mlp = eqx.tree_at(lambda m: (m.layers[-1].weight, m.layers[-1].bias), mlp,
-                      (0.01 * last.weight, jnp.full_like(last.bias, logit)))
+                      (jnp.zeros_like(last.weight), jnp.zeros_like(last.bias)))
     flat, unravel = ravel_pytree(eqx.filter(mlp, eqx.is_array))
     static = eqx.filter(mlp, eqx.is_array, inverse=True)
 
@@ -140,23 +151,42 @@ def _network(design: FeedbackDesign) -> tuple[np.ndarray, Any]:
     return np.asarray(flat), net
 
 
-def _start_share(design: BolusDesign) -> float:
-    """The share of the largest dose that spreads the cumulative limit evenly over the decision times."""
+def _budget(design: BolusDesign) -> float:
+    """The largest cumulative dose B (the largest single dose at every decision time when none is given)."""
+    return design.max_total if design.max_total is not None else design.max_dose * len(design.times)
+
+
+def _baseline(design: BolusDesign, schedule: Sequence[float] | None) -> np.ndarray:
+    """The logits b_k that give ``schedule`` (K,) to every patient, or spread the cumulative limit evenly.
+
+    Along an open-loop schedule the room r*_k = min(D, B - sum_{j<k} a*_j) is the same for every
+    patient, so b_k = logit(a*_k / r*_k) reproduces it (shares clipped to :data:`BASELINE_SHARE`).
+    """
     k = len(design.times)
-    budget = design.max_total if design.max_total is not None else design.max_dose * k
-    return float(np.clip(budget / (design.max_dose * k), 0.02, 0.98))
+    if schedule is None:
+        shares = np.full(k, _budget(design) / (design.max_dose * k))
+    else:
+        amounts = np.asarray(schedule, dtype=float)
+        if amounts.shape != (k,):
+            raise DataError(f"the rule starts from {amounts.size} doses but decides at {k} times")
+        shares = np.empty(k)
+        given = 0.0
+        for j, amount in enumerate(amounts):
+            room = float(np.clip(_budget(design) - given, 0.0, design.max_dose))
+            shares[j] = amount / room if room > 0 else 0.0
+            given += min(amount, room)
+    shares = np.clip(shares, *BASELINE_SHARE)
+    return np.log(shares / (1.0 - shares))
 
 
-def _rollout(model: Model, scenario: Scenario, design: FeedbackDesign, reference: np.ndarray, solve: Any,
-             theta: np.ndarray, y0: np.ndarray, schedule: np.ndarray | None = None) -> Any:
-    """``run(weights) -> (states (S, T, n), observables (S, T, O), status (S,), t_stop (S,), doses (S, K),
-    features (S, K, F), room (S, K))`` over the draws (JAX), each solved by ``solve`` (a
-    :class:`~biotwin.simulate.Simulator`'s).
+def _rollout(model: Model, scenario: Scenario, design: FeedbackDesign, reference: np.ndarray, baseline: np.ndarray,
+             solve: Any, theta: np.ndarray, y0: np.ndarray) -> Any:
+    """``run(weights) -> (states (S, T, n), observables (S, T, O), status (S,), t_stop (S,), doses (S, K))``
+    over the draws (JAX), each solved by ``solve`` (a :class:`~biotwin.simulate.Simulator`'s).
 
     Each draw is solved interval by interval between decision times; at the start of each
-    interval the rule sees the observed quantities (its features) and its dose, at most the room
-    left under the limits, is added to the state. With ``schedule`` (K,), those doses are given
-    instead of the rule's (capped by the same room), and the weights are ignored.
+    interval the rule sees the observed quantities and its dose, a share of the room left under
+    the limits, is added to the state.
     """
     import jax
     import jax.numpy as jnp
@@ -169,7 +199,8 @@ def _rollout(model: Model, scenario: Scenario, design: FeedbackDesign, reference
     column = model.states.index(doses.state)
     save_times = jnp.asarray(scenario.output_times())
     boundaries = jnp.asarray(np.concatenate([[scenario.start], doses.times, [scenario.horizon]]))
-    budget = doses.max_total if doses.max_total is not None else doses.max_dose * len(doses.times)
+    budget = _budget(doses)
+    logits = jnp.asarray(np.concatenate([[0.0], baseline]))
     _, net = _network(design)
     log_reference = jnp.log(jnp.asarray(reference))
     no_input = jnp.zeros(n_inputs)
@@ -187,10 +218,7 @@ def _rollout(model: Model, scenario: Scenario, design: FeedbackDesign, reference
             y, given, out, status, t_stop = carry
             ta, tb = boundaries[k], boundaries[k + 1]
             room = jnp.clip(budget - given, 0.0, doses.max_dose)
-            features = seen(ta, y, th)
-            chosen = (jnp.minimum(jnp.asarray(schedule)[jnp.maximum(k - 1, 0)], room) if schedule is not None
-                      else room * jax.nn.sigmoid(net(weights, features)))
-            dose = jnp.where(k >= 1, chosen, 0.0)
+            dose = jnp.where(k >= 1, room * jax.nn.sigmoid(logits[k] + net(weights, seen(ta, y, th))), 0.0)
             y = y.at[column].add(dose)
             # One solve per interval, saving at the output grid (clipped to the interval) and at its end.
             plan = Plan(jnp.concatenate([save_times, tb[None]]), jnp.stack([ta, tb]), jnp.zeros((1, n_states)),
@@ -200,13 +228,12 @@ def _rollout(model: Model, scenario: Scenario, design: FeedbackDesign, reference
             out = jnp.where(inside[:, None], states[:-1], out)
             t_stop = jnp.where((status == OK) & (code != OK), stopped, t_stop)
             status = jnp.where(status == OK, code, status)
-            return (states[-1], given + dose, out, status, t_stop), (dose, features, room)
+            return (states[-1], given + dose, out, status, t_stop), dose
 
         initial = (start_state, jnp.asarray(0.0), jnp.zeros((save_times.shape[0], n_states)), jnp.asarray(OK),
                    boundaries[-1])
-        (_, _, states, status, t_stop), (given, features, room) = jax.lax.scan(
-            interval, initial, jnp.arange(boundaries.shape[0] - 1))
-        return states, observe(save_times, states, th), status, t_stop, given[1:], features[1:], room[1:]
+        (_, _, states, status, t_stop), given = jax.lax.scan(interval, initial, jnp.arange(boundaries.shape[0] - 1))
+        return states, observe(save_times, states, th), status, t_stop, given[1:]
 
     def run(weights: Any) -> Any:
         return jax.vmap(one, in_axes=(None, 0, 0))(weights, jnp.asarray(theta), jnp.asarray(y0))
@@ -228,16 +255,15 @@ def train_feedback(
     progress: Any = None,
     rtol: float = 1e-6,
     atol: float = 1e-9,
-    imitate: Sequence[float] | None = None,
+    start_from: Sequence[float] | None = None,
 ) -> FeedbackRule:
     """Train the rule's weights over ``draws`` on ``goal`` under ``bounds`` (see the module).
 
     The scenario and quantities are checked as for :func:`biotwin.control.optimise_schedule`;
-    every observed quantity must be a state or an observable of the model. With ``imitate`` (the
-    open-loop optimum's amounts at the design's times), the network first learns to give those
-    doses in the closed loop (least squares on the doses over the draws, ``IMITATION_STEPS``
-    Adam steps) and trains on the goal from there: as the best iterate is kept, the rule then
-    starts from what the open-loop optimum achieves and can only improve on it for these draws.
+    every observed quantity must be a state or an observable of the model. With ``start_from``
+    (an open-loop schedule's amounts at the design's times, e.g. the open-loop optimum's), the
+    rule is a correction around that schedule and starts by giving it to every patient: as the
+    best iterate is kept, it ends no worse than the schedule on these draws.
     """
 
     from biotwin.simulate import OK
@@ -248,74 +274,24 @@ def train_feedback(
     for name in design.observe:
         if name not in quantities:
             raise DataError(f"the rule observes {Model.unknown_message('state or observable', name, quantities)}")
+    baseline = _baseline(design.doses, start_from)
     outcomes = criterion(model, scenario, goal, bounds, robust, confidence)
     solved, theta, y0, solve = scenario_solver(model, scenario, draws, rtol, atol)
     reference = _reference_levels(solved, design.observe, theta, y0, scenario.start)
-    rollout = _rollout(solved, scenario, design, reference, solve, theta, y0)
+    rollout = _rollout(solved, scenario, design, reference, baseline, solve, theta, y0)
 
     def stacked(weights: Any) -> Any:
         states, observables, status, *_ = rollout(weights)
         return outcomes(states, observables, status == OK)
 
     start, _ = _network(design)
-    if imitate is not None:
-        target = np.asarray(imitate, dtype=float)
-        if target.shape != (len(design.doses.times),):
-            raise DataError(f"the rule imitates {target.size} doses but decides at {len(design.doses.times)} times")
-        along = _rollout(solved, scenario, design, reference, solve, theta, y0, schedule=target)
-        start = _imitation(along, start, target, design, progress)
-    weights, value, start_value, feasible, iterations = _adam(stacked, start, _slack_scales(bounds), max_iterations,
+    weights, value, start_value, feasible, iterations = _adam(stacked, start, slack_scales(bounds), max_iterations,
                                                               progress)
     sign = -1.0 if goal.maximise else 1.0
-    message = "bounds hold" if feasible else "no iterate kept every bound; the least violating one is returned"
-    return FeedbackRule(design, weights, reference, sign * value, sign * start_value, feasible, message, iterations,
-                        time.perf_counter() - began)
-
-
-def _imitation(along: Any, start: np.ndarray, target: np.ndarray, design: FeedbackDesign, progress: Any) -> np.ndarray:
-    """Weights whose doses reproduce ``target`` (K,) where the open-loop schedule takes the draws.
-
-    ``along`` is the rollout of the schedule itself: what the rule would see at each decision
-    time (its features) and the room it would have. The network is fitted to give those doses
-    there (least squares in units of the largest dose, Adam): no solve is needed, only the
-    features of the open-loop paths.
-    """
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    _, net = _network(design)
-    *_, features, room = along(jnp.asarray(start))
-    features = features.reshape(-1, features.shape[-1])
-    room = room.reshape(-1)
-    wanted = jnp.minimum(jnp.tile(jnp.asarray(target), room.size // target.size), room)
-
-    def loss(weights: Any) -> Any:
-        given = room * jax.nn.sigmoid(jax.vmap(lambda z: net(weights, z))(features))
-        return jnp.mean(((given - wanted) / design.doses.max_dose) ** 2)
-
-    step_of = jax.jit(jax.value_and_grad(loss))
-    optimiser = optax.adam(optax.cosine_decay_schedule(2 * LEARNING_RATE, IMITATION_STEPS, alpha=0.05))
-    weights = jnp.asarray(start)
-    state = optimiser.init(weights)
-    for step in range(1, IMITATION_STEPS + 1):
-        value, gradient = step_of(weights)
-        if progress is not None and step % 100 == 0:
-            progress(step, IMITATION_STEPS, f"imitating the open-loop optimum: dose error {float(value) ** 0.5:.3g}")
-        updates, state = optimiser.update(gradient, state)
-        weights = optax.apply_updates(weights, updates)
-    return np.asarray(weights)
-
-
-def _slack_scales(bounds: Sequence[Bound]) -> np.ndarray:
-    """The scale of each slack in the order :func:`biotwin.control.criterion` stacks them (upper, then lower, per bound)."""
-    order = []
-    for bound in bounds:
-        if bound.upper is not None:
-            order.append(abs(bound.upper) or 1.0)
-        if bound.lower is not None:
-            order.append(abs(bound.lower) or 1.0)
-    return np.asarray(order, dtype=float)
+    message = (f"bounds hold (to {FEASIBLE_WITHIN:.1%} of their levels)" if feasible
+               else "no iterate kept every bound; the least violating one is returned")
+    return FeedbackRule(design, weights, baseline, reference, sign * value, sign * start_value, feasible, message,
+                        iterations, time.perf_counter() - began)
 
 
 def _adam(stacked: Any, start: np.ndarray, slack_scales: np.ndarray, iterations: int,
@@ -333,7 +309,7 @@ def _adam(stacked: Any, start: np.ndarray, slack_scales: np.ndarray, iterations:
     def loss(weights: Any, norm: Any) -> tuple[Any, Any]:
         outputs = stacked(weights)
         violation = jax.nn.relu(-outputs[1:] / slack_scales)
-        return outputs[0] / norm + PENALTY * jnp.sum(violation**2), outputs
+        return outputs[0] / norm + PENALTY * jnp.sum(violation + violation**2), outputs
 
     step_of = jax.jit(jax.value_and_grad(loss, has_aux=True))
     # Large steps first, then a cosine decay to a twentieth of them, so that the last iterates settle.
@@ -349,7 +325,7 @@ def _adam(stacked: Any, start: np.ndarray, slack_scales: np.ndarray, iterations:
     for step in range(1, iterations + 1):
         (penalised, outputs), gradient = step_of(weights, norm)
         outputs = np.asarray(outputs)
-        feasible = bool(np.all(outputs[1:] >= 0))
+        feasible = bool(np.all(outputs[1:] / slack_scales >= -FEASIBLE_WITHIN))
         # Feasible iterates rank by their goal, the others after them by their penalised loss.
         rank = (0.0 if feasible else 1.0, float(outputs[0]) if feasible else float(penalised))
         if np.isfinite(rank[1]) and (best is None or rank < best[0]):
