@@ -115,3 +115,24 @@ def test_a_linear_law_is_not_mistaken_for_a_look_alike_with_fitted_inner_constan
     assert structure_score(truth.model, candidates.model).exact, candidates.chosen.equations()
     symbolic = [c for c in candidates.candidates if c.origin.startswith("symbolic")]
     assert all(c.n_parameters > c.fit.n_free for c in symbolic if any(t.atoms(sympy.Float) for t in c.model.rhs))
+
+
+def test_the_regression_runs_on_one_blas_thread_in_a_fresh_process() -> None:
+    # Many small dense solves: with two BLAS threads on two busy cores they ran 200x slower. The
+    # check needs a fresh process, where SciPy's BLAS is first loaded by the discovery itself.
+    script = """
+import numpy as np
+from threadpoolctl import threadpool_info
+from biotwin.data import Dataset
+from biotwin.discover.pipeline import discover
+
+t = np.linspace(0, 4, 41)
+data = Dataset.from_arrays(t, np.column_stack([2 * np.exp(-0.7 * t)]), ["x"])
+threads = set()
+discover(data, symbolic=False, progress=lambda message: threads.update(
+    i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"))
+print(sorted(threads))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[-2] == "[1]"
