@@ -360,6 +360,11 @@ def criterion(model: Model, scenario: Scenario, goal: Goal, bounds: Sequence[Bou
 FEASIBLE_WITHIN = 1e-3
 
 
+def bounds_hold(slacks: np.ndarray, scales: np.ndarray) -> bool:
+    """Whether every bound holds, given the slacks :func:`criterion` stacks and their :func:`slack_scales`."""
+    return bool(np.all(np.asarray(slacks) / scales >= -FEASIBLE_WITHIN))
+
+
 def slack_scales(bounds: Sequence[Bound]) -> np.ndarray:
     """The level of each bound's slack, in the order :func:`criterion` stacks them (upper, then lower, per bound)."""
     order = []
@@ -433,19 +438,21 @@ def _minimise_in_unit_box(stacked: Any, start: np.ndarray, *, budget_row: np.nda
         constraints.append({"type": "ineq", "fun": lambda x: np.array([1.0 - row @ x]), "jac": lambda x: -row[None, :]})
     levels = np.ones(at(start)[0].size - 1) if scales is None else np.asarray(scales, dtype=float)
 
-    def feasible(x: np.ndarray) -> bool:
+    def judged(x: np.ndarray) -> tuple[float, bool]:
+        """The goal at x and whether x keeps every bound and the budget."""
+        outputs = at(x)[0]
         within_budget = budget_row is None or float(budget_row @ x) <= 1.0 + FEASIBLE_WITHIN
-        return within_budget and bool(np.all(at(x)[0][1:] / levels >= -FEASIBLE_WITHIN))
+        return float(outputs[0]), within_budget and bounds_hold(outputs[1:], levels)
 
     iterations = [0]
     # The best iterate that kept every bound, (goal, x); the start counts as one.
-    kept = [(start_value, start.copy())] if feasible(start) else []
+    kept = [(start_value, start.copy())] if judged(start)[1] else []
 
     def report(x: np.ndarray) -> None:
         iterations[0] += 1
-        x = np.clip(x, 0.0, 1.0)
-        value = float(at(x)[0][0])
-        if feasible(x) and (not kept or value < kept[0][0]):
+        x = np.clip(x, 0.0, 1.0)  # the same array (a memo hit) unless SLSQP stepped past the box by rounding
+        value, feasible = judged(x)
+        if feasible and (not kept or value < kept[0][0]):
             kept[:] = [(value, x.copy())]
         if progress is not None:
             progress(iterations[0], max_iterations, f"goal {value:.4g}")
@@ -453,13 +460,14 @@ def _minimise_in_unit_box(stacked: Any, start: np.ndarray, *, budget_row: np.nda
     result = minimize(fun, start, jac=True, method="SLSQP", bounds=[(0.0, 1.0)] * start.size,
                       constraints=constraints, callback=report, options={"maxiter": max_iterations, "ftol": 1e-7})
     x = np.clip(result.x, 0.0, 1.0)
+    value, feasible = judged(x)
     message = str(result.message)
-    if kept and (not feasible(x) or kept[0][0] < float(at(x)[0][0])):
-        x = kept[0][1]
+    if kept and (not feasible or kept[0][0] < value):
+        (value, x), feasible = kept[0], True
         message += "; the best iterate that kept every bound is returned"
-    elif not feasible(x):
+    elif not feasible:
         message += "; no iterate kept every bound"
-    return Minimum(x, float(at(x)[0][0]), start_value, bool(result.success) and feasible(x), message, int(result.nit))
+    return Minimum(x, value, start_value, bool(result.success) and feasible, message, int(result.nit))
 
 
 def standard_schedule(design: BolusDesign, amount: float, times: Sequence[float]) -> Schedule:

@@ -12,7 +12,7 @@ observed quantities (states or observables, e.g. tumour volume and neutrophil co
 median at the start, NN_w a small multilayer perceptron (equinox) and b_k a baseline per decision
 time. The rule is a correction around a schedule: started from an open-loop schedule a*_k, the
 baseline is b_k = logit(a*_k / r*_k), with r*_k the room that schedule leaves, and the network's
-output starts near zero, so the untrained rule gives the open-loop doses to every patient and
+output starts at zero, so the untrained rule gives the open-loop doses to every patient and
 training can only move away from them where the goal improves; otherwise b_k spreads the
 cumulative limit evenly. The weights w are trained through the differentiable
 simulator, over the posterior draws as a population of virtual patients, on the same goal and
@@ -37,6 +37,7 @@ from biotwin.control import (
     BolusDesign,
     Bound,
     Goal,
+    bounds_hold,
     check_problem,
     criterion,
     scenario_solver,
@@ -325,7 +326,7 @@ def _adam(stacked: Any, start: np.ndarray, slack_scales: np.ndarray, iterations:
     for step in range(1, iterations + 1):
         (penalised, outputs), gradient = step_of(weights, norm)
         outputs = np.asarray(outputs)
-        feasible = bool(np.all(outputs[1:] / slack_scales >= -FEASIBLE_WITHIN))
+        feasible = bounds_hold(outputs[1:], slack_scales)
         # Feasible iterates rank by their goal, the others after them by their penalised loss.
         rank = (0.0 if feasible else 1.0, float(outputs[0]) if feasible else float(penalised))
         if np.isfinite(rank[1]) and (best is None or rank < best[0]):
