@@ -31,6 +31,7 @@ import numpy as np
 import sympy
 
 from biotwin.data import Dataset
+from biotwin.discover.fragility import robust_choice
 from biotwin.discover.prior import Prior
 from biotwin.discover.select import Candidates, Refitter, Structure, choose, eliminate
 from biotwin.errors import DataError
@@ -134,21 +135,38 @@ def discover(
             return Refitter(
                 dataset, states, terms, largest, max_evaluations=options.max_evaluations, weights=weights,
                 signs=hints.refit_signs(terms), skeleton=prior.known, skeleton_parameters=hints.skeleton_parameters,
-                dependent=prior.dependent, nonnegative=tuple(prior.nonnegative), used=used,
+                dependent=prior.dependent, nonnegative=tuple(prior.nonnegative), used=used, samples=X,
             )
 
-        # One compiled library model per rung, holding only the terms that rung's structures use.
-        refitters = {rung: refitter_for([s for s in structures if s[2] == rung]) for rung in dict.fromkeys(s[2] for s in structures)}
+        rung_names = list(dict.fromkeys(s[2] for s in structures))
+        if len({j for structure, _, _ in structures for terms_k in structure for j in terms_k}) <= MERGED_TERMS:
+            # Few terms in all: one compiled library model serves every rung (compiling it and its
+            # Jacobian costs more than solving with a few unused terms).
+            shared = refitter_for(structures)
+            refitters = dict.fromkeys(rung_names, shared)
+        else:
+            # One compiled library model per rung, holding only the terms that rung's structures use.
+            refitters = {rung: refitter_for([s for s in structures if s[2] == rung]) for rung in rung_names}
         fitted = _screened(refitters, structures, options)
         say("pruning the best candidates on the trajectories")
         for best in _leaders(fitted, options.criterion):
             fitted += eliminate(refitters[best.origin.split(",")[0]], best, options.criterion, keep=hints.kept(terms))
-        candidates = choose(fitted, options.criterion)
+        say("checking the best candidates from perturbed starts")
+        candidates = robust_choice(choose(fitted, options.criterion), dataset, options.seed)
         say("bootstrap inclusion probabilities")
         library = dict(rungs)[candidates.chosen.origin.split(",")[0]]
         inclusion = _inclusion(library, X, dX, groups, states, options)
     return replace(candidates, inclusion=inclusion)
 
+
+#: At most this many distinct terms over all candidate structures and they share one compiled
+#: library model; more, and each rung compiles its own (every solver step evaluates them all).
+MERGED_TERMS = 40
+
+#: A support with more terms than this for one state is the regression failing to find sparsity
+#: (the whole rational library at a near-zero threshold), not a structure: refitting one of 150
+#: terms costs more than all sparse candidates together, and it can never win on the criterion.
+MAX_STATE_TERMS = 12
 
 #: Backward elimination refits every one-term-smaller structure per round: from a candidate with
 #: n terms that is about n^2/2 trajectory fits, minutes for the 30-term dense quadratic of three
@@ -395,14 +413,16 @@ def _structures(per_state: list[list | None], library, terms: list[sympy.Expr], 
 
 
 def _unique(structures: list, searched: frozenset[int]) -> list:
-    """Each structure once (terms of a state in any order), none leaving a state of ``searched`` without terms."""
+    """Each structure once (terms of a state in any order), none leaving a state of ``searched`` without
+    terms, and none with more than :data:`MAX_STATE_TERMS` terms in a state unless all have."""
     seen, unique = set(), []
     for indices, start, origin in structures:
         key = tuple(frozenset(t) for t in indices)
         if key not in seen and all(indices[k] for k in searched):
             seen.add(key)
             unique.append((tuple(tuple(sorted(t)) for t in indices), start, origin))
-    return unique
+    sparse = [s for s in unique if max(len(t) for t in s[0]) <= MAX_STATE_TERMS]
+    return sparse or unique
 
 
 def _inclusion(library, X, dX, groups, states, options) -> dict[str, dict[str, float]]:

@@ -131,7 +131,9 @@ class Refitter:
     right-hand-side parts from prior knowledge, added to those states; their parameters
     (``skeleton_parameters``, with starting values and bounds) are fitted in every candidate.
     ``max_terms`` is the most terms any structure refitted later will have; ``used`` (default:
-    all) the indices of the terms the structures refitted later draw from.
+    all) the indices of the terms the structures refitted later draw from. ``samples`` (rows of
+    state values, e.g. the smoothed measurements) let :meth:`projected` start a smaller structure
+    from the vector field of a larger one.
     """
 
     def __init__(
@@ -150,6 +152,7 @@ class Refitter:
         dependent: Mapping[str, Mapping[str, float]] | None = None,
         nonnegative: Sequence[str] = (),
         used: Sequence[int] | None = None,
+        samples: np.ndarray | None = None,
     ) -> None:
         from biotwin.model import Observable
 
@@ -177,6 +180,32 @@ class Refitter:
                               observables=self.observed)
         self.problem = TrajectoryProblem(library_model, dataset, max_free=max_terms + len(self.skeleton_parameters),
                                          weights=weights, nonnegative=nonnegative, max_steps=CANDIDATE_MAX_STEPS)
+        self.term_values = None if samples is None else _term_values(states, self.terms, used, samples)
+
+    def projected(self, candidate: Candidate, structure: Structure) -> dict[tuple[int, int], float]:
+        """Starting coefficients for ``structure`` (a sub-structure of ``candidate``'s): per state,
+        the least-squares projection of the candidate's fitted right-hand side onto the kept terms
+        over the sampled states, min_xi sum_i (f_k(x_i) - Theta_S(x_i) xi)^2.
+
+        Simply dropping a term leaves the others' coefficients tuned to it: removing the constant
+        21 from 21 - 0.89 x - 0.025 x^2 (a logistic x' = 1.8 x - 0.11 x^2 fitted with a spare
+        constant) leaves a field that only decays, and the refit from there stops in a minimum far
+        from the logistic. The projection keeps the field the data pinned down. Without samples,
+        or where the projection is not finite, the dropped term is simply left out.
+        """
+        kept = {(k, j): float(candidate.fit.parameters[self.names[(k, j)]])
+                for k, terms_k in enumerate(candidate.structure) for j in terms_k}
+        if self.term_values is None:
+            return kept
+        start = dict(kept)
+        for k, terms_k in enumerate(structure):
+            if list(terms_k) == list(candidate.structure[k]) or not terms_k:
+                continue
+            field = self.term_values[:, list(candidate.structure[k])] @ np.array([kept[(k, j)] for j in candidate.structure[k]])
+            xi = np.linalg.lstsq(self.term_values[:, list(terms_k)], field, rcond=None)[0]
+            if np.all(np.isfinite(xi)):
+                start.update({(k, j): float(v) for j, v in zip(terms_k, xi)})
+        return start
 
     def fit(self, structure: Structure, start: Mapping[tuple[int, int], float], origin: str, *,
             max_evaluations: int | None = None) -> Candidate:
@@ -230,9 +259,12 @@ def refit(
 INDISTINGUISHABLE = 2.0
 
 
-def choose(candidates: Sequence[Candidate], criterion: str = "aicc") -> Candidates:
-    """The candidates with one chosen: the least complex of those within :data:`INDISTINGUISHABLE` of the lowest ``criterion``."""
-    scores = np.array([c.score(criterion) for c in candidates])
+def choose(candidates: Sequence[Candidate], criterion: str = "aicc", excluded: frozenset[int] = frozenset()) -> Candidates:
+    """The candidates with one chosen: the least complex of those within :data:`INDISTINGUISHABLE` of the lowest ``criterion``.
+
+    Candidates whose indices are in ``excluded`` stay in the set but are never chosen.
+    """
+    scores = np.array([math.inf if i in excluded else c.score(criterion) for i, c in enumerate(candidates)])
     near = np.flatnonzero(scores <= scores.min() + INDISTINGUISHABLE)
     chosen = min(near, key=lambda i: (candidates[i].complexity, scores[i]))
     return Candidates(tuple(candidates), int(chosen), criterion)
@@ -251,8 +283,6 @@ def eliminate(
     tried: list[Candidate] = []
     current = candidate
     for _ in range(max_rounds):
-        start = {(k, j): float(current.fit.parameters[refitter.names[(k, j)]])
-                 for k, terms_k in enumerate(current.structure) for j in terms_k}
         options = []
         for k, terms_k in enumerate(current.structure):
             if len(terms_k) <= 1:
@@ -261,13 +291,24 @@ def eliminate(
                 if (k, j) in keep:
                     continue
                 structure = tuple(tuple(t for t in ts if not (kk == k and t == j)) for kk, ts in enumerate(current.structure))
-                options.append(refitter.fit(structure, start, f"{candidate.origin}, pruned"))
+                options.append(refitter.fit(structure, refitter.projected(current, structure), f"{candidate.origin}, pruned"))
         tried += options
         best = min(options, key=lambda c: c.score(criterion), default=None)
         if best is None or best.score(criterion) >= current.score(criterion):
             break
         current = best
     return tried
+
+
+def _term_values(states: tuple[str, ...], terms: Sequence[sympy.Expr], used: Sequence[int], samples: np.ndarray) -> np.ndarray:
+    """Every term at every sample (columns of terms not used stay zero); non-finite values become 0."""
+    values = np.zeros((len(samples), len(terms)))
+    symbols = [sympy.Symbol(s) for s in states]
+    with np.errstate(all="ignore"):
+        for j in used:
+            column = sympy.lambdify(symbols, terms[j], "numpy")(*samples.T)
+            values[:, j] = np.broadcast_to(np.asarray(column, dtype=float), len(samples))
+    return np.where(np.isfinite(values), values, 0.0)
 
 
 def _sign_bounds(sign: int) -> tuple[float, float, str]:
