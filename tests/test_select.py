@@ -88,3 +88,19 @@ def test_choose_never_picks_an_excluded_candidate(refitter: Refitter) -> None:
     b = refitter.fit(((0, 1),), {(0, 0): 1.0, (0, 1): 0.1}, "b")
     best = choose([a, b], "bic").chosen_index
     assert choose([a, b], "bic", excluded=frozenset({best})).chosen_index == 1 - best
+
+
+def test_pruning_swaps_a_look_alike_with_an_inner_constant_for_the_plain_term(logistic: Dataset) -> None:
+    """x exp(-0.001 x) imitates x on the data; elimination alone cannot reach 1.8 x - 0.11 x^2 from
+    (x exp(-0.001 x), x^2), a swap can, and the swapped structure wins: one fitted constant fewer."""
+    from biotwin.discover.select import eliminate
+
+    look_alike = x * sympy.exp(-sympy.Float(0.001) * x)
+    terms = [sympy.Integer(1), x, x**2, look_alike]
+    refitter = Refitter(logistic, ("x",), terms, 3, max_evaluations=60, samples=logistic.experiments[0].values)
+    start = refitter.fit(((2, 3),), {(0, 2): -0.11, (0, 3): 1.8}, "symbolic")
+    assert ((1, 2),) in refitter.swaps(start)
+    tried = eliminate(refitter, start, "bic")
+    best = min([start, *tried], key=lambda c: c.bic)
+    assert best.structure == ((1, 2),)
+    assert best.fit.parameters[refitter.names[(0, 1)]] == pytest.approx(1.8, rel=0.1)

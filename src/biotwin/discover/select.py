@@ -36,6 +36,9 @@ from biotwin.model import Model, Parameter
 #: thousands on every evaluation, and most of the refit time with it.
 CANDIDATE_MAX_STEPS = 1024
 
+#: Swaps refitted per state and round of :func:`eliminate`: the ones whose projected field stays closest.
+SWAPS_PER_STATE = 2
+
 #: A structure: for each state, the library-model terms it uses (indices into a term list).
 Structure = tuple[tuple[int, ...], ...]
 
@@ -181,6 +184,8 @@ class Refitter:
         self.problem = TrajectoryProblem(library_model, dataset, max_free=max_terms + len(self.skeleton_parameters),
                                          weights=weights, nonnegative=nonnegative, max_steps=CANDIDATE_MAX_STEPS)
         self.term_values = None if samples is None else _term_values(states, self.terms, used, samples)
+        #: Numbers fitted inside each term (a symbolic term's constants, a Michaelis constant).
+        self.inner = [len(t.atoms(sympy.Float)) for t in self.terms]
 
     def projected(self, candidate: Candidate, structure: Structure) -> dict[tuple[int, int], float]:
         """Starting coefficients for ``structure`` (a sub-structure of ``candidate``'s): per state,
@@ -207,6 +212,42 @@ class Refitter:
                 start.update({(k, j): float(v) for j, v in zip(terms_k, xi)})
         return start
 
+    def swaps(self, candidate: Candidate, keep: frozenset[tuple[int, int]] = frozenset(),
+              per_state: int = SWAPS_PER_STATE) -> list[Structure]:
+        """Per state, the ``per_state`` simplifying swaps that keep the field closest.
+
+        A simplifying swap replaces a term with fitted inner constants (a symbolic-regression
+        term, a searched Michaelis constant) by a compiled term with fewer; the closest keep the
+        least relative residual of the projection |f_k - Theta_S' xi|^2 / |f_k|^2 over the
+        sampled states. Only simplifying swaps: swapping plain terms for plain terms multiplies
+        the refits and, on a single trajectory, mostly finds other look-alikes of equal score.
+        None without samples.
+        """
+        if self.term_values is None:
+            return []
+        values = self.term_values
+        result: list[Structure] = []
+        for k, terms_k in enumerate(candidate.structure):
+            available = [j for (kk, j) in self.names if kk == k and j not in terms_k and np.any(values[:, j])]
+            if not terms_k or not available:
+                continue
+            field = values[:, list(terms_k)] @ np.array([candidate.fit.parameters[self.names[(k, j)]] for j in terms_k])
+            size = float(field @ field) or 1.0
+            ranked = []
+            for out in terms_k:
+                if (k, out) in keep or not self.inner[out]:
+                    continue
+                rest = [j for j in terms_k if j != out]
+                for new in (j for j in available if self.inner[j] < self.inner[out]):
+                    columns = values[:, [*rest, new]]
+                    xi = np.linalg.lstsq(columns, field, rcond=None)[0]
+                    ranked.append((float(np.sum((field - columns @ xi) ** 2)) / size, out, new))
+            for _, out, new in sorted(ranked)[:per_state]:
+                swapped = tuple(tuple(sorted([*(t for t in ts if t != out), new])) if kk == k else ts
+                                for kk, ts in enumerate(candidate.structure))
+                result.append(swapped)
+        return result
+
     def fit(self, structure: Structure, start: Mapping[tuple[int, int], float], origin: str, *,
             max_evaluations: int | None = None) -> Candidate:
         """Refit one structure; every coefficient outside it stays at zero."""
@@ -228,8 +269,7 @@ class Refitter:
         model = _candidate_model(result, structure, self.names, self.states, self.terms, self.observed,
                                  self.skeleton, self.skeleton_parameters, self.dependent)
         used = {j for terms_k in structure for j in terms_k}
-        inner = sum(len(self.terms[j].atoms(sympy.Float)) for j in used)
-        return Candidate(model, result, structure, origin, _complexity(model), inner)
+        return Candidate(model, result, structure, origin, _complexity(model), sum(self.inner[j] for j in used))
 
 
 def refit(
@@ -274,23 +314,33 @@ def eliminate(
     refitter: Refitter, candidate: Candidate, criterion: str = "aicc", max_rounds: int = 8,
     keep: frozenset[tuple[int, int]] = frozenset(),
 ) -> list[Candidate]:
-    """Backward elimination on the trajectories: drop the term whose removal lowers the criterion most.
+    """Backward elimination with swaps on the trajectories: take the change that lowers the criterion most.
 
-    Repeats while a removal improves the criterion; a state keeps at least one term and the
-    terms in ``keep`` (state, term) are never dropped. Returns every candidate refitted.
+    The changes of a round are every one-term removal and, per state, the :data:`SWAPS_PER_STATE`
+    simplifying swaps whose least-squares projection of the current field over the sampled
+    states stays closest (:meth:`Refitter.swaps`): a symbolic term with fitted inner constants
+    for the plain monomial it imitates. Repeats while a change improves the criterion; a state keeps
+    at least one term and the terms in ``keep`` (state, term) are never dropped. Returns every
+    candidate refitted.
     """
 
     tried: list[Candidate] = []
     current = candidate
+    seen = {tuple(frozenset(t) for t in candidate.structure)}
     for _ in range(max_rounds):
-        options = []
+        changes = []
         for k, terms_k in enumerate(current.structure):
             if len(terms_k) <= 1:
                 continue
             for j in terms_k:
-                if (k, j) in keep:
-                    continue
-                structure = tuple(tuple(t for t in ts if not (kk == k and t == j)) for kk, ts in enumerate(current.structure))
+                if (k, j) not in keep:
+                    changes.append(tuple(tuple(t for t in ts if not (kk == k and t == j)) for kk, ts in enumerate(current.structure)))
+        changes += refitter.swaps(current, keep)
+        options = []
+        for structure in changes:
+            key = tuple(frozenset(t) for t in structure)
+            if key not in seen:
+                seen.add(key)
                 options.append(refitter.fit(structure, refitter.projected(current, structure), f"{candidate.origin}, pruned"))
         tried += options
         best = min(options, key=lambda c: c.score(criterion), default=None)
