@@ -152,7 +152,7 @@ def discover(
         for best in _leaders(fitted, options.criterion):
             fitted += eliminate(refitters[best.origin.split(",")[0]], best, options.criterion, keep=hints.kept(terms))
         say("checking the best candidates from perturbed starts")
-        candidates = robust_choice(choose(fitted, options.criterion), dataset, options.seed)
+        candidates = robust_choice(choose(_distinct(fitted, options.criterion), options.criterion), dataset, options.seed)
         say("bootstrap inclusion probabilities")
         library = dict(rungs)[candidates.chosen.origin.split(",")[0]]
         inclusion = _inclusion(library, X, dX, groups, states, options)
@@ -199,6 +199,17 @@ def _screened(refitters: Mapping[str, Refitter], structures: list, options: Disc
              for structure, start, origin in structures]
     ranked = sorted(short, key=lambda c: c.score(options.criterion))
     return [refitters[c.origin].resume(c) for c in ranked[: options.finalists]]
+
+
+def _distinct(fitted: list, criterion: str) -> list:
+    """One candidate per structure, the best-scoring: pruning from two rungs' leaders can reach the
+    same structure, and its twin (equal up to rounding) would hide the chosen one from the front."""
+    best: dict = {}
+    for candidate in fitted:
+        key = tuple(frozenset(t) for t in candidate.structure)
+        if key not in best or candidate.score(criterion) < best[key].score(criterion):
+            best[key] = candidate
+    return list(best.values())
 
 
 def _time_windows(grids: list, windows: int = 10) -> np.ndarray:
