@@ -61,26 +61,28 @@ def _unstable(refitter: Refitter) -> Candidate:
     """x' = 3 x (x - 1.05) from x = 1, fitting the data ten times better than it does (a fragile look-alike):
     it decays from x = 1 but blows up from 1.1."""
     base = refitter.fit(((1, 2),), {(0, 1): 1.8, (0, 2): -0.11}, "unstable")
-    c1, c2 = sympy.symbols("c1 c2")
-    model = Model(("x",), (c1 * x + c2 * x**2,), parameters=(Parameter("c1", -3.15), Parameter("c2", 3.0)))
-    return replace(base, model=model, fit=replace(base.fit, initial={"run": {"x": 1.0}}, rss=base.fit.rss / 10))
+    coefficients = {refitter.names[(0, 1)]: -3.15, refitter.names[(0, 2)]: 3.0}
+    fit = replace(base.fit, parameters={**base.fit.parameters, **coefficients}, initial={"run": {"x": 1.0}},
+                  rss=base.fit.rss / 10)
+    c1, c2 = (sympy.Symbol(name) for name in coefficients)
+    model = Model(("x",), (c1 * x + c2 * x**2,), parameters=tuple(Parameter(n, v) for n, v in coefficients.items()))
+    return replace(base, model=model, fit=fit)
 
 
 def test_a_candidate_that_blows_up_from_a_nearby_start_is_not_chosen(refitter: Refitter) -> None:
     robust = refitter.fit(((1, 2),), {(0, 1): 1.8, (0, 2): -0.11}, "robust")
     unstable = _unstable(refitter)
-    dataset = refitter.problem.dataset
-    assert fragile(unstable, dataset)
-    assert not fragile(robust, dataset)
+    assert fragile(refitter, unstable)
+    assert not fragile(refitter, robust)
     candidates = choose([unstable, robust], "bic")
     assert candidates.chosen is unstable  # the criterion alone prefers it
-    assert robust_choice(candidates, dataset).chosen is robust
+    assert robust_choice(candidates, lambda candidate: refitter).chosen is robust
 
 
 def test_when_every_candidate_is_fragile_the_criterion_choice_stands(refitter: Refitter) -> None:
     unstable = _unstable(refitter)
     candidates: Candidates = choose([unstable], "bic")
-    assert robust_choice(candidates, refitter.problem.dataset).chosen is unstable
+    assert robust_choice(candidates, lambda candidate: refitter).chosen is unstable
 
 
 def test_choose_never_picks_an_excluded_candidate(refitter: Refitter) -> None:

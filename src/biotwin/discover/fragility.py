@@ -13,14 +13,19 @@ where S_e holds the first measured values (the fitted start where a value is mis
 :data:`DRAWS` starts x0_i = x0_fit * exp(PERTURBATION * s_i) with random signs s_i in {-1, +1}^n
 (a multiplicative change keeps a positive state positive). The choice then goes to the best
 candidate that is not fragile (see :func:`robust_choice`).
+
+Every candidate is solved as the refitter's library model with its own coefficients (the other
+terms at zero): one compilation serves every candidate checked, and the experiments' plans and
+parameter overrides are the refit's own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-from biotwin.data import Dataset
-from biotwin.discover.select import Candidate, Candidates, choose
+from biotwin.discover.select import Candidate, Candidates, Refitter, choose
 
 #: Relative size of the start perturbations: twice the 5% noise of the data discovery meets.
 PERTURBATION = 0.1
@@ -30,52 +35,46 @@ DRAWS = 4
 MAX_CHECKED = 6
 
 
-def perturbed_starts(candidate: Candidate, dataset: Dataset, seed: int = 0) -> np.ndarray:
-    """Starts per experiment (experiments x (1 + DRAWS) x states): measured, then perturbed fitted ones."""
-    rng = np.random.default_rng(seed)
-    states = candidate.model.states
-    starts = []
-    for experiment in dataset:
-        fitted = np.array([candidate.fit.initial[experiment.name][s] for s in states])
-        measured = fitted.copy()
-        for k, state in enumerate(states):
-            if state in experiment.observables:
-                first = experiment.values[0, experiment.observables.index(state)]
-                measured[k] = first if np.isfinite(first) else fitted[k]
-        signs = rng.choice([-1.0, 1.0], size=(DRAWS, len(states)))
-        starts.append(np.vstack([measured, fitted * np.exp(PERTURBATION * signs)]))
-    return np.stack(starts)
+def perturbed_starts(refitter: Refitter, candidate: Candidate, seed: int = 0) -> np.ndarray:
+    """Starts per experiment (experiments x (1 + DRAWS) x states): measured, then perturbed fitted ones.
+
+    The measured start is the refit's own initial guess (each state's first measurement); a
+    value it lacks is the fitted one.
+    """
+    problem = refitter.problem
+    states = problem.model.states
+    fitted = np.array([[candidate.fit.initial[e.name][s] for s in states] for e in problem.dataset])
+    measured = problem.initial_guess()
+    measured = np.where(np.isfinite(measured), measured, fitted)
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(len(fitted), DRAWS, len(states)))
+    return np.concatenate([measured[:, None, :], fitted[:, None, :] * np.exp(PERTURBATION * signs)], axis=1)
 
 
-def fragile(candidate: Candidate, dataset: Dataset, seed: int = 0) -> bool:
+def fragile(refitter: Refitter, candidate: Candidate, seed: int = 0) -> bool:
     """Whether a solve of ``candidate`` over any experiment's times fails from one of its :func:`perturbed_starts`."""
-    from biotwin.likelihood import stacked_plans
     from biotwin.simulate import OK, Plan, solve_batch
 
-    model = candidate.model
-    starts = perturbed_starts(candidate, dataset, seed)
-    n_experiments, per_experiment, _ = starts.shape
-    names = model.parameter_names
-    thetas = []
-    for experiment in dataset:
-        thetas.append(model.parameter_vector({k: v for k, v in experiment.overrides.items() if k in names}))
-    theta = np.repeat(np.array(thetas), per_experiment, axis=0)
-    plans = stacked_plans(model, dataset)
-    plan = Plan(*(np.repeat(np.asarray(a), per_experiment, axis=0) for a in plans))
-    _, _, status, _ = solve_batch(model, theta, starts.reshape(n_experiments * per_experiment, -1), plan)
+    padded = refitter.problem.padded()
+    starts = perturbed_starts(refitter, candidate, seed)
+    n_experiments, per_experiment, n_states = starts.shape
+    thetas = np.where(padded.override_mask, padded.override_value, refitter.library_parameters(candidate))
+    plan = Plan(*(np.repeat(np.asarray(a), per_experiment, axis=0) for a in padded.plans))
+    _, _, status, _ = solve_batch(refitter.problem.model, np.repeat(thetas, per_experiment, axis=0),
+                                  starts.reshape(n_experiments * per_experiment, n_states), plan)
     return bool(np.any(np.asarray(status) != OK))
 
 
-def robust_choice(candidates: Candidates, dataset: Dataset, seed: int = 0) -> Candidates:
+def robust_choice(candidates: Candidates, refitter_of: Callable[[Candidate], Refitter], seed: int = 0) -> Candidates:
     """``candidates`` with the choice moved off fragile candidates (checked best first, at most MAX_CHECKED).
 
-    When every candidate checked is fragile, the criterion's own choice stands: a fragile model
-    is still the best description of the data on hand.
+    ``refitter_of`` gives the refitter that fitted a candidate. When every candidate checked is
+    fragile, the criterion's own choice stands: a fragile model is still the best description of
+    the data on hand.
     """
     excluded: set[int] = set()
     current = candidates
     for _ in range(MAX_CHECKED):
-        if not fragile(current.chosen, dataset, seed):
+        if not fragile(refitter_of(current.chosen), current.chosen, seed):
             return current
         excluded.add(current.chosen_index)
         if len(excluded) == len(candidates.candidates):

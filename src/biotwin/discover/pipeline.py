@@ -33,7 +33,7 @@ import sympy
 from biotwin.data import Dataset
 from biotwin.discover.fragility import robust_choice
 from biotwin.discover.prior import Prior
-from biotwin.discover.select import Candidates, Refitter, Structure, choose, eliminate
+from biotwin.discover.select import Candidates, Refitter, Structure, choose, eliminate, structure_key
 from biotwin.errors import DataError
 
 Progress = Callable[[str], None]
@@ -149,12 +149,14 @@ def discover(
             refitters = {rung: refitter_for([s for s in structures if s[2] == rung]) for rung in rung_names}
         fitted = _screened(refitters, structures, options)
         say("pruning the best candidates on the trajectories")
+        pruned: set = set()
         for best in _leaders(fitted, options.criterion):
-            fitted += eliminate(refitters[best.origin.split(",")[0]], best, options.criterion, keep=hints.kept(terms))
+            fitted += eliminate(refitters[_rung(best)], best, options.criterion, keep=hints.kept(terms), seen=pruned)
         say("checking the best candidates from perturbed starts")
-        candidates = robust_choice(choose(_distinct(fitted, options.criterion), options.criterion), dataset, options.seed)
+        candidates = robust_choice(choose(_distinct(fitted, options.criterion), options.criterion),
+                                   lambda candidate: refitters[_rung(candidate)], options.seed)
         say("bootstrap inclusion probabilities")
-        library = dict(rungs)[candidates.chosen.origin.split(",")[0]]
+        library = dict(rungs)[_rung(candidates.chosen)]
         inclusion = _inclusion(library, X, dX, groups, states, options)
     return replace(candidates, inclusion=inclusion)
 
@@ -182,7 +184,7 @@ def _leaders(fitted: list, criterion: str, rungs: int = 2) -> list:
     """
     leaders: dict[str, Any] = {}
     for candidate in sorted((c for c in fitted if c.n_terms <= MAX_PRUNED_TERMS), key=lambda c: c.score(criterion)):
-        leaders.setdefault(candidate.origin.split(",")[0], candidate)
+        leaders.setdefault(_rung(candidate), candidate)
     return list(leaders.values())[:rungs]
 
 
@@ -201,12 +203,17 @@ def _screened(refitters: Mapping[str, Refitter], structures: list, options: Disc
     return [refitters[c.origin].resume(c) for c in ranked[: options.finalists]]
 
 
+def _rung(candidate) -> str:
+    """The library rung a candidate came from ("mass action" for "mass action, pruned")."""
+    return candidate.origin.split(",")[0]
+
+
 def _distinct(fitted: list, criterion: str) -> list:
-    """One candidate per structure, the best-scoring: pruning from two rungs' leaders can reach the
-    same structure, and its twin (equal up to rounding) would hide the chosen one from the front."""
+    """One candidate per structure, the best-scoring: a structure screened short can be reached
+    again by pruning, and its twin would hide the chosen one from the Pareto front."""
     best: dict = {}
     for candidate in fitted:
-        key = tuple(frozenset(t) for t in candidate.structure)
+        key = structure_key(candidate.structure)
         if key not in best or candidate.score(criterion) < best[key].score(criterion):
             best[key] = candidate
     return list(best.values())
@@ -428,7 +435,7 @@ def _unique(structures: list, searched: frozenset[int]) -> list:
     terms, and none with more than :data:`MAX_STATE_TERMS` terms in a state unless all have."""
     seen, unique = set(), []
     for indices, start, origin in structures:
-        key = tuple(frozenset(t) for t in indices)
+        key = structure_key(indices)
         if key not in seen and all(indices[k] for k in searched):
             seen.add(key)
             unique.append((tuple(tuple(sorted(t)) for t in indices), start, origin))

@@ -43,6 +43,11 @@ SWAPS_PER_STATE = 2
 Structure = tuple[tuple[int, ...], ...]
 
 
+def structure_key(structure: Structure) -> tuple[frozenset[int], ...]:
+    """A structure's identity: each state's set of terms, in any order."""
+    return tuple(frozenset(t) for t in structure)
+
+
 @dataclass(frozen=True, eq=False)
 class Candidate:
     """One refitted structure: the model (fitted coefficients as parameter values) and its scores."""
@@ -183,6 +188,7 @@ class Refitter:
                               observables=self.observed)
         self.problem = TrajectoryProblem(library_model, dataset, max_free=max_terms + len(self.skeleton_parameters),
                                          weights=weights, nonnegative=nonnegative, max_steps=CANDIDATE_MAX_STEPS)
+        #: Every term at every sample (terms no structure uses, and non-finite values, stay 0).
         self.term_values = None if samples is None else _term_values(states, self.terms, used, samples)
         #: Numbers fitted inside each term (a symbolic term's constants, a Michaelis constant).
         self.inner = [len(t.atoms(sympy.Float)) for t in self.terms]
@@ -198,19 +204,27 @@ class Refitter:
         from the logistic. The projection keeps the field the data pinned down. Without samples,
         or where the projection is not finite, the dropped term is simply left out.
         """
-        kept = {(k, j): float(candidate.fit.parameters[self.names[(k, j)]])
-                for k, terms_k in enumerate(candidate.structure) for j in terms_k}
+        start = {(k, j): float(candidate.fit.parameters[self.names[(k, j)]])
+                 for k, terms_k in enumerate(candidate.structure) for j in terms_k}
         if self.term_values is None:
-            return kept
-        start = dict(kept)
+            return start
         for k, terms_k in enumerate(structure):
             if list(terms_k) == list(candidate.structure[k]) or not terms_k:
                 continue
-            field = self.term_values[:, list(candidate.structure[k])] @ np.array([kept[(k, j)] for j in candidate.structure[k]])
-            xi = np.linalg.lstsq(self.term_values[:, list(terms_k)], field, rcond=None)[0]
+            xi = np.linalg.lstsq(self.term_values[:, list(terms_k)], self._field(candidate, k), rcond=None)[0]
             if np.all(np.isfinite(xi)):
                 start.update({(k, j): float(v) for j, v in zip(terms_k, xi)})
         return start
+
+    def _field(self, candidate: Candidate, k: int) -> np.ndarray:
+        """The library part of state k's fitted right-hand side at the samples."""
+        terms_k = list(candidate.structure[k])
+        return self.term_values[:, terms_k] @ np.array([candidate.fit.parameters[self.names[(k, j)]] for j in terms_k])
+
+    def library_parameters(self, candidate: Candidate) -> np.ndarray:
+        """The library model's parameter vector that makes it ``candidate``'s model (its other terms at 0)."""
+        model = self.problem.model
+        return model.parameter_vector({k: v for k, v in candidate.fit.parameters.items() if k in model.parameter_names})
 
     def swaps(self, candidate: Candidate, keep: frozenset[tuple[int, int]] = frozenset(),
               per_state: int = SWAPS_PER_STATE) -> list[Structure]:
@@ -231,7 +245,7 @@ class Refitter:
             available = [j for (kk, j) in self.names if kk == k and j not in terms_k and np.any(values[:, j])]
             if not terms_k or not available:
                 continue
-            field = values[:, list(terms_k)] @ np.array([candidate.fit.parameters[self.names[(k, j)]] for j in terms_k])
+            field = self._field(candidate, k)
             size = float(field @ field) or 1.0
             ranked = []
             for out in terms_k:
@@ -312,7 +326,7 @@ def choose(candidates: Sequence[Candidate], criterion: str = "aicc", excluded: f
 
 def eliminate(
     refitter: Refitter, candidate: Candidate, criterion: str = "aicc", max_rounds: int = 8,
-    keep: frozenset[tuple[int, int]] = frozenset(),
+    keep: frozenset[tuple[int, int]] = frozenset(), seen: set[tuple[frozenset[int], ...]] | None = None,
 ) -> list[Candidate]:
     """Backward elimination with swaps on the trajectories: take the change that lowers the criterion most.
 
@@ -320,13 +334,16 @@ def eliminate(
     simplifying swaps whose least-squares projection of the current field over the sampled
     states stays closest (:meth:`Refitter.swaps`): a symbolic term with fitted inner constants
     for the plain monomial it imitates. Repeats while a change improves the criterion; a state keeps
-    at least one term and the terms in ``keep`` (state, term) are never dropped. Returns every
+    at least one term and the terms in ``keep`` (state, term) are never dropped. ``seen`` holds the
+    :func:`structure_key` of structures already refitted (shared by pruning runs from several
+    leaders, whose paths often meet); it gains every structure refitted here. Returns every
     candidate refitted.
     """
 
     tried: list[Candidate] = []
     current = candidate
-    seen = {tuple(frozenset(t) for t in candidate.structure)}
+    seen = set() if seen is None else seen
+    seen.add(structure_key(candidate.structure))
     for _ in range(max_rounds):
         changes = []
         for k, terms_k in enumerate(current.structure):
@@ -338,7 +355,7 @@ def eliminate(
         changes += refitter.swaps(current, keep)
         options = []
         for structure in changes:
-            key = tuple(frozenset(t) for t in structure)
+            key = structure_key(structure)
             if key not in seen:
                 seen.add(key)
                 options.append(refitter.fit(structure, refitter.projected(current, structure), f"{candidate.origin}, pruned"))
@@ -351,13 +368,10 @@ def eliminate(
 
 
 def _term_values(states: tuple[str, ...], terms: Sequence[sympy.Expr], used: Sequence[int], samples: np.ndarray) -> np.ndarray:
-    """Every term at every sample (columns of terms not used stay zero); non-finite values become 0."""
+    from biotwin.discover.library import Library, Term
+
     values = np.zeros((len(samples), len(terms)))
-    symbols = [sympy.Symbol(s) for s in states]
-    with np.errstate(all="ignore"):
-        for j in used:
-            column = sympy.lambdify(symbols, terms[j], "numpy")(*samples.T)
-            values[:, j] = np.broadcast_to(np.asarray(column, dtype=float), len(samples))
+    values[:, list(used)] = Library(states, tuple(Term(terms[j], "refit") for j in used)).evaluate(samples)
     return np.where(np.isfinite(values), values, 0.0)
 
 
