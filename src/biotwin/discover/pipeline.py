@@ -102,18 +102,22 @@ def discover(
     options = replace(options or DiscoveryOptions(), **overrides)
     say = progress or (lambda message: None)
     states = _states(dataset)
+    signals = exogenous_inputs(dataset, states)
+    variables = (*states, *signals)
     prior = prior or Prior()
-    prior.check(states)
+    prior.check(states, signals)
     hints = _Hints.of(prior, states)
-    user_terms = (*user_terms, *hints.offered)
+    user_terms = (*user_terms, *hints.offered, *input_terms(states, signals))
     # Many small dense solves: BLAS threads only contend for the cores.
     with threadpool_limits(limits=1):
         say("smoothing the measurements")
         grids, weights = _smoothed_grids(dataset, options)
-        X = np.concatenate([g.values for g in grids])
-        dX = np.concatenate([g.derivatives for g in grids])
-        groups = _time_windows(grids)
-        rungs = _rungs(states, X, dX, options, user_terms)
+        # The library's variables: the smoothed states, then the known input signals on the same grid.
+        X = np.concatenate([np.hstack([g.values, _levels(e, signals, g.times)]) for e, g in grids])
+        # An infusion into a state is part of its rate that the data's design already explains.
+        dX = np.concatenate([g.derivatives - _levels(e, states, g.times) for e, g in grids])
+        groups = _time_windows([g for _, g in grids])
+        rungs = _rungs(variables, X, dX, options, user_terms)
         terms: list[sympy.Expr] = []
         structures: list = []
         for name, library in rungs:
@@ -136,6 +140,7 @@ def discover(
                 dataset, states, terms, largest, max_evaluations=options.max_evaluations, weights=weights,
                 signs=hints.refit_signs(terms), skeleton=prior.known, skeleton_parameters=hints.skeleton_parameters,
                 dependent=prior.dependent, nonnegative=tuple(prior.nonnegative), used=used, samples=X,
+                inputs=signals,
             )
 
         rung_names = list(dict.fromkeys(s[2] for s in structures))
@@ -249,15 +254,43 @@ def _states(dataset: Dataset) -> tuple[str, ...]:
 
 
 def _smoothed_grids(dataset: Dataset, options: DiscoveryOptions) -> tuple[list, str]:
-    """Uniform grids of smoothed states and derivatives, and the noise model the residuals suggest."""
+    """(experiment, uniform grid of smoothed states and derivatives) for each experiment that
+    measured every observable, and the noise model the residuals suggest."""
     from biotwin.discover.derivatives import resample, smooth_dataset
 
     smooths = smooth_dataset(dataset, method=options.derivative)
     grids = resample(dataset, smooths, n_points=options.grid_points)
-    usable = [g for g in grids if not np.any(np.isnan(g.values))]
+    usable = [(e, g) for e, g in zip(dataset, grids) if not np.any(np.isnan(g.values))]
     if not usable:
         raise DataError("no experiment measured every observable; discovery needs each state observed in some experiment")
     return usable, noise_model(smooths.values())
+
+
+def exogenous_inputs(dataset: Dataset, states: tuple[str, ...]) -> tuple[str, ...]:
+    """The input signals the experiments apply that are not states (an inducer, a dilution rate,
+    a stimulus): known functions of time that may enter any right-hand side, as the states do.
+
+    An input named after a state is an infusion into it, not a variable of the rates.
+    """
+    return tuple(dict.fromkeys(u.name for e in dataset for u in e.inputs if u.name not in states))
+
+
+def input_terms(states: Sequence[str], signals: Sequence[str]) -> tuple[sympy.Expr, ...]:
+    """Terms every rung offers for input signals u: u itself (a production switched or dosed by
+    the input) and u x for each state x (a dilution rate washing x out, a stimulus acting on x).
+
+    Inputs mostly act linearly on the rates they touch; without these, the rational rung (whose
+    polynomial part is of degree 1) could never write a chemostat's dilution D (S_in - S).
+    """
+    symbols = [sympy.Symbol(u) for u in signals]
+    return tuple(dict.fromkeys([*symbols, *(u * sympy.Symbol(x) for u in symbols for x in states)]))
+
+
+def _levels(experiment: Any, names: Sequence[str], times: np.ndarray) -> np.ndarray:
+    """The level of each named input of ``experiment`` at ``times`` (T, len(names)); 0 where it applies none."""
+    applied = {u.name: u for u in experiment.inputs}
+    columns = [np.array([applied[n](t) for t in times]) if n in applied else np.zeros(len(times)) for n in names]
+    return np.column_stack(columns) if columns else np.zeros((len(times), 0))
 
 
 def noise_model(smooths) -> str:
@@ -278,24 +311,25 @@ def noise_model(smooths) -> str:
     return "relative" if b * float(np.mean(size_all)) > a else "absolute"
 
 
-def _rungs(states: tuple[str, ...], X: np.ndarray, dX: np.ndarray, options: DiscoveryOptions, user: Sequence[str]):
-    """The libraries to regress on: the ladder (or the families asked for), then Operon's terms."""
+def _rungs(variables: tuple[str, ...], X: np.ndarray, dX: np.ndarray, options: DiscoveryOptions, user: Sequence[str]):
+    """The libraries over ``variables`` (the states, then any input signals; columns of ``X``) to
+    regress the states' rates ``dX`` on: the ladder (or the families asked for), then Operon's terms."""
     from biotwin.discover.library import Library, LibraryOptions, build_library, user_terms
 
     if options.families == "auto":
-        rungs = [(name, build_library(states, X, families, user=user, options=LibraryOptions(degree=degree)))
+        rungs = [(name, build_library(variables, X, families, user=user, options=LibraryOptions(degree=degree)))
                  for name, families, degree in LADDER]
     else:
-        rungs = [("chosen", build_library(states, X, options.families, user=user))]
+        rungs = [("chosen", build_library(variables, X, options.families, user=user))]
     if options.symbolic:
         from biotwin.discover.symbolic import additive_terms, operon_expressions
 
-        found = operon_expressions(X, dX, states, seed=options.seed, seconds_per_state=options.symbolic_seconds)
-        extra = [t for t in user_terms(states, [t for e in found for t in additive_terms(e, states)])
-                 if np.all(np.isfinite(Library(states, (t,)).evaluate(X)))]
+        found = operon_expressions(X, dX, variables, seed=options.seed, seconds_per_state=options.symbolic_seconds)
+        extra = [t for t in user_terms(variables, [t for e in found for t in additive_terms(e, variables)])
+                 if np.all(np.isfinite(Library(variables, (t,)).evaluate(X)))]
         if extra:
-            base = build_library(states, X, ("constant", "linear"), user=user)
-            rungs.append(("symbolic", base.union(Library(states, tuple(extra)))))
+            base = build_library(variables, X, ("constant", "linear"), user=user)
+            rungs.append(("symbolic", base.union(Library(variables, tuple(extra)))))
     return rungs
 
 

@@ -60,8 +60,9 @@ class Prior:
     nonnegative: frozenset[str] = frozenset()
     conserved: tuple[Mapping[str, float], ...] = ()
 
-    def check(self, states: Sequence[str]) -> None:
-        """Raise :class:`ModelError` when the prior names a state the data do not have."""
+    def check(self, states: Sequence[str], inputs: Sequence[str] = ()) -> None:
+        """Raise :class:`ModelError` when the prior names a state the data do not have, or a term
+        uses a symbol that is neither a state nor one of the experiments' ``inputs``."""
         known_states = set(states)
         named = set(self.required) | set(self.forbidden) | {s for s, _ in self.signs} | set(self.known)
         named |= set(self.nonnegative) | {s for law in self.conserved for s in law}
@@ -73,10 +74,11 @@ class Prior:
         stray = sorted(
             s.name for e in (*self.terms, *(t for ts in self.required.values() for t in ts),
                              *(t for ts in self.forbidden.values() for t in ts), *(t for _, t in self.signs))
-            for s in e.free_symbols if s.name not in known_states
+            for s in e.free_symbols if s.name not in known_states and s.name not in inputs
         )
         if stray:
-            raise ModelError(f"a term of the prior uses '{stray[0]}', which is not a state (states: {', '.join(states)})")
+            raise ModelError(f"a term of the prior uses '{stray[0]}', which is not a state or an input "
+                             f"(states: {', '.join(states)}; inputs: {', '.join(inputs) or 'none'})")
 
     @property
     def dependent(self) -> dict[str, dict[str, float]]:

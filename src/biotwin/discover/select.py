@@ -133,14 +133,15 @@ def pareto_front(candidates: Sequence[Candidate]) -> tuple[Candidate, ...]:
 class Refitter:
     """Refits structures over a fixed term list on the trajectories of a dataset, compiled once.
 
-    ``terms`` are expressions in the state symbols; ``observables`` maps observable names to
+    ``terms`` are expressions in the state symbols and the experiments' ``inputs`` (known signals
+    u(t), such as an inducer or a dilution rate, which the refitted models declare); ``observables`` maps observable names to
     expressions of the states (default: each state observed under its own name). ``signs``
     constrains coefficient (state, term) to be >= 0 (+1) or <= 0 (-1). ``skeleton`` gives known
     right-hand-side parts from prior knowledge, added to those states; their parameters
     (``skeleton_parameters``, with starting values and bounds) are fitted in every candidate.
     ``max_terms`` is the most terms any structure refitted later will have; ``used`` (default:
     all) the indices of the terms the structures refitted later draw from. ``samples`` (rows of
-    state values, e.g. the smoothed measurements) let :meth:`projected` start a smaller structure
+    state values then input values, e.g. the smoothed measurements) let :meth:`projected` start a smaller structure
     from the vector field of a larger one.
     """
 
@@ -161,10 +162,11 @@ class Refitter:
         nonnegative: Sequence[str] = (),
         used: Sequence[int] | None = None,
         samples: np.ndarray | None = None,
+        inputs: Sequence[str] = (),
     ) -> None:
         from biotwin.model import Observable
 
-        self.states, self.terms = states, list(terms)
+        self.states, self.terms, self.inputs = states, list(terms), tuple(inputs)
         # Only the terms some structure uses enter the compiled model: every solver step evaluates
         # (and differentiates) all of them, so a smaller library model is a faster one.
         used = sorted(set(range(len(self.terms)) if used is None else used))
@@ -185,11 +187,12 @@ class Refitter:
         rhs = _with_dependent(states, rhs, self.dependent)
         self.observed = tuple(Observable(n, e) for n, e in (observables or {}).items())
         library_model = Model(states, tuple(rhs), parameters=tuple(coefficients) + self.skeleton_parameters,
-                              observables=self.observed)
+                              observables=self.observed, inputs=self.inputs)
         self.problem = TrajectoryProblem(library_model, dataset, max_free=max_terms + len(self.skeleton_parameters),
                                          weights=weights, nonnegative=nonnegative, max_steps=CANDIDATE_MAX_STEPS)
         #: Every term at every sample (terms no structure uses, and non-finite values, stay 0).
-        self.term_values = None if samples is None else _term_values(states, self.terms, used, samples)
+        self.term_values = None if samples is None else _term_values((*states, *self.inputs), self.terms, used,
+                                                                       samples)
         #: Numbers fitted inside each term (a symbolic term's constants, a Michaelis constant).
         self.inner = [len(t.atoms(sympy.Float)) for t in self.terms]
 
@@ -281,7 +284,7 @@ class Refitter:
         free = [self.names[key] for key in members] + [p.name for p in self.skeleton_parameters]
         result = self.problem.fit(free, start=begin, initial=initial, max_evaluations=max_evaluations)
         model = _candidate_model(result, structure, self.names, self.states, self.terms, self.observed,
-                                 self.skeleton, self.skeleton_parameters, self.dependent)
+                                 self.skeleton, self.skeleton_parameters, self.dependent, self.inputs)
         used = {j for terms_k in structure for j in terms_k}
         return Candidate(model, result, structure, origin, _complexity(model), sum(self.inner[j] for j in used))
 
@@ -367,11 +370,11 @@ def eliminate(
     return tried
 
 
-def _term_values(states: tuple[str, ...], terms: Sequence[sympy.Expr], used: Sequence[int], samples: np.ndarray) -> np.ndarray:
+def _term_values(variables: tuple[str, ...], terms: Sequence[sympy.Expr], used: Sequence[int], samples: np.ndarray) -> np.ndarray:
     from biotwin.discover.library import Library, Term
 
     values = np.zeros((len(samples), len(terms)))
-    values[:, list(used)] = Library(states, tuple(Term(terms[j], "refit") for j in used)).evaluate(samples)
+    values[:, list(used)] = Library(variables, tuple(Term(terms[j], "refit") for j in used)).evaluate(samples)
     return np.where(np.isfinite(values), values, 0.0)
 
 
@@ -390,7 +393,7 @@ def _clip(value: float, sign: int) -> float:
 def _candidate_model(
     result: Fit, structure: Structure, names: Mapping[tuple[int, int], str], states: tuple[str, ...],
     terms: Sequence[sympy.Expr], observed: tuple, skeleton: Mapping[str, sympy.Expr],
-    skeleton_parameters: Sequence[Parameter], dependent: Mapping[str, Mapping[str, float]],
+    skeleton_parameters: Sequence[Parameter], dependent: Mapping[str, Mapping[str, float]], inputs: tuple[str, ...],
 ) -> Model:
     """The candidate alone: its terms with their coefficients as parameters at the fitted values."""
     rhs, parameters = [], []
@@ -406,7 +409,7 @@ def _candidate_model(
         Parameter(p.name, float(np.clip(result.parameters[p.name], p.lower, p.upper)), p.lower, p.upper, p.scale)
         for p in skeleton_parameters
     )
-    return Model(states, tuple(rhs), parameters=tuple(parameters) + fitted_skeleton, observables=observed)
+    return Model(states, tuple(rhs), parameters=tuple(parameters) + fitted_skeleton, observables=observed, inputs=inputs)
 
 
 def _with_dependent(states: tuple[str, ...], rhs: list[sympy.Expr], dependent: Mapping[str, Mapping[str, float]]) -> list[sympy.Expr]:

@@ -31,12 +31,13 @@ def operon_expressions(
     max_length: int = 25,
     seconds_per_state: int = 10,
 ) -> list[sympy.Expr]:
-    """Operon's chosen expression for each state's derivative, as SymPy in the state symbols."""
+    """Operon's chosen expression for each column of ``dXdt`` as SymPy in ``states``, the names of
+    the columns of ``X`` (the states, then any input signals the rates may depend on)."""
     from pyoperon.sklearn import SymbolicRegressor
 
     symbols = {name: sympy.Symbol(name) for name in states}
     expressions = []
-    for k in range(len(states)):
+    for k in range(dXdt.shape[1]):
         regressor = SymbolicRegressor(
             allowed_symbols=OPERATORS, generations=generations, population_size=population_size,
             max_length=max_length, n_threads=1, random_state=seed, max_time=seconds_per_state,
