@@ -58,12 +58,12 @@ def simulate_design(system: System, model: Model, design: Design) -> np.ndarray:
     from biotwin.simulate import simulate
 
     truth = system.experiment(design)
-    if truth.times[0] != design.start and not all(s in design.y0 for s in model.states):
-        raise BiotwinError("the design starts before its first measurement; the model's initial state is unknown")
+    observed_start = (dict(zip(truth.observables, truth.values[0].tolist())) if truth.times[0] == design.start
+                      else _observables_at_start(system, design))
     y0 = {
-        state: design.y0[state] if state in design.y0 else float(truth.values[0, truth.observables.index(state)])
+        state: design.y0[state] if state in design.y0 else float(observed_start[state])
         for state in model.states
-        if state in design.y0 or state in truth.observables
+        if state in design.y0 or state in observed_start
     }
     if len(y0) != len(model.states):
         missing = [s for s in model.states if s not in y0]
@@ -83,6 +83,18 @@ def simulate_design(system: System, model: Model, design: Design) -> np.ndarray:
         else:
             raise BiotwinError(f"the model has no observable {name!r}")
     return np.stack(columns, axis=-1)
+
+
+def _observables_at_start(system: System, design: Design) -> dict[str, float]:
+    """The true observables at the design's start, from its initial state (before any dose then),
+    or {} when the design does not give every true state."""
+    model = system.model
+    if not all(state in design.y0 for state in model.states):
+        return {}
+    values = {sympy.Symbol(p.name): design.overrides.get(p.name, p.value) for p in model.parameters}
+    values |= {sympy.Symbol(s): design.y0[s] for s in model.states}
+    values |= {sympy.Symbol(u.name): u(design.start) for u in design.inputs if u.name in model.inputs}
+    return {o.name: float(o.expr.subs(values)) for o in model.observables if o.name in system.observed}
 
 
 def design_r2(system: System, model: Model, design: Design) -> float:

@@ -23,6 +23,7 @@ trajectory fit.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -31,6 +32,7 @@ import numpy as np
 import sympy
 
 from biotwin.data import Dataset
+from biotwin.discover.depots import chosen_rate, depot_levels, hidden_depots
 from biotwin.discover.fragility import robust_choice
 from biotwin.discover.prior import Prior
 from biotwin.discover.select import Candidates, Refitter, Structure, choose, eliminate, structure_key
@@ -102,20 +104,28 @@ def discover(
     options = replace(options or DiscoveryOptions(), **overrides)
     say = progress or (lambda message: None)
     states = _states(dataset)
-    signals = exogenous_inputs(dataset, states)
-    variables = (*states, *signals)
+    depots = hidden_depots(dataset, states)
+    signals = exogenous_inputs(dataset, (*states, *depots))
+    variables = (*states, *depots, *signals)
     prior = prior or Prior()
-    prior.check(states, signals)
+    prior.check(states, (*depots, *signals))
     hints = _Hints.of(prior, states)
     user_terms = (*user_terms, *hints.offered, *input_terms(states, signals))
     # Many small dense solves: BLAS threads only contend for the cores.
     with threadpool_limits(limits=1):
         say("smoothing the measurements")
         grids, weights = _smoothed_grids(dataset, options)
-        # The library's variables: the smoothed states, then the known input signals on the same grid.
-        X = np.concatenate([np.hstack([g.values, _levels(e, signals, g.times)]) for e, g in grids])
         # An infusion into a state is part of its rate that the data's design already explains.
         dX = np.concatenate([g.derivatives - _levels(e, states, g.times) for e, g in grids])
+        rates = {d: chosen_rate([e for e, _ in grids], [g.times for _, g in grids], d,
+                                np.concatenate([g.values for _, g in grids]), dX) for d in depots}
+        # The library's variables: the smoothed states, the hidden depots' amounts and the known
+        # input signals, on the same grid.
+        X = np.concatenate([
+            np.column_stack([g.values, *(depot_levels(e, d, rates[d], g.times) for d in depots),
+                             _levels(e, signals, g.times)])
+            for e, g in grids
+        ])
         groups = _time_windows([g for _, g in grids])
         rungs = _rungs(variables, X, dX, options, user_terms)
         terms: list[sympy.Expr] = []
@@ -126,21 +136,23 @@ def discover(
             per_state = [
                 _state_supports(theta, dX[:, k], groups, options, hints.constraints(k, library)) if k in hints.searched else None
                 for k in range(len(states))
-            ]
+            ] + [None] * len(depots)
             structures += _structures(per_state, library, terms, name, hints)
         structures = _unique(structures, frozenset(k for k in hints.searched if states[k] not in prior.known))
         if not structures:
             raise DataError("sparse regression found no term for some state; the data may be too noisy or too short")
         say(f"refitting {len(structures)} candidate structures on the trajectories")
+        hidden = _Depots.of(dataset, rates)
 
         def refitter_for(group: list) -> Refitter:
             largest = max(sum(len(t) for t in structure) for structure, _, _ in group)
             used = {j for structure, _, _ in group for terms_k in structure for j in terms_k}
             return Refitter(
-                dataset, states, terms, largest, max_evaluations=options.max_evaluations, weights=weights,
-                signs=hints.refit_signs(terms), skeleton=prior.known, skeleton_parameters=hints.skeleton_parameters,
-                dependent=prior.dependent, nonnegative=tuple(prior.nonnegative), used=used, samples=X,
-                inputs=signals,
+                hidden.dataset, (*states, *depots), terms, largest, max_evaluations=options.max_evaluations,
+                weights=weights, signs=hints.refit_signs(terms), skeleton={**prior.known, **hidden.equations},
+                skeleton_parameters=(*hints.skeleton_parameters, *hidden.parameters), dependent=prior.dependent,
+                nonnegative=tuple(prior.nonnegative), used=used, samples=X, inputs=signals,
+                observables={s: sympy.Symbol(s) for s in states}, given=hidden.initial,
             )
 
         rung_names = list(dict.fromkeys(s[2] for s in structures))
@@ -179,6 +191,28 @@ MAX_STATE_TERMS = 12
 #: n terms that is about n^2/2 trajectory fits, minutes for the 30-term dense quadratic of three
 #: states. Candidates larger than this are not pruned (the sparse regression proposes sparser ones).
 MAX_PRUNED_TERMS = 15
+
+
+@dataclass(frozen=True)
+class _Depots:
+    """The hidden depots as the refit needs them: each one's equation da/dt = -k_a a with k_a a
+    parameter starting at its grid rate, empty at the start of every experiment (the data's
+    initial state, not an estimate), and the dataset with that start written in."""
+
+    equations: Mapping[str, sympy.Expr]
+    parameters: tuple[Any, ...]
+    initial: Mapping[str, float]
+    dataset: Dataset
+
+    @classmethod
+    def of(cls, dataset: Dataset, rates: Mapping[str, float]) -> _Depots:
+        from biotwin.model import Parameter
+
+        equations = {d: -sympy.Symbol(f"k_{d}") * sympy.Symbol(d) for d in rates}
+        parameters = tuple(Parameter(f"k_{d}", rate, 0.0, math.inf) for d, rate in rates.items())
+        empty = dict.fromkeys(rates, 0.0)
+        experiments = [e.replace(overrides={**empty, **e.overrides}) for e in dataset] if rates else list(dataset)
+        return cls(equations, parameters, empty, replace(dataset, experiments=tuple(experiments)))
 
 
 def _leaders(fitted: list, criterion: str, rungs: int = 2) -> list:

@@ -142,7 +142,8 @@ class Refitter:
     ``max_terms`` is the most terms any structure refitted later will have; ``used`` (default:
     all) the indices of the terms the structures refitted later draw from. ``samples`` (rows of
     state values then input values, e.g. the smoothed measurements) let :meth:`projected` start a smaller structure
-    from the vector field of a larger one.
+    from the vector field of a larger one. ``given`` names states whose whole equation the skeleton
+    gives (a hidden dosing compartment) with their initial value, which the models declare.
     """
 
     def __init__(
@@ -163,10 +164,12 @@ class Refitter:
         used: Sequence[int] | None = None,
         samples: np.ndarray | None = None,
         inputs: Sequence[str] = (),
+        given: Mapping[str, float] | None = None,
     ) -> None:
         from biotwin.model import Observable
 
         self.states, self.terms, self.inputs = states, list(terms), tuple(inputs)
+        self.given = dict(given or {})
         # Only the terms some structure uses enter the compiled model: every solver step evaluates
         # (and differentiates) all of them, so a smaller library model is a faster one.
         used = sorted(set(range(len(self.terms)) if used is None else used))
@@ -175,8 +178,8 @@ class Refitter:
         self.skeleton_parameters = tuple(skeleton_parameters)
         self.max_evaluations = max_evaluations
         self.dependent = {k: dict(v) for k, v in (dependent or {}).items()}
-        # A state fixed by a conservation law has no coefficients of its own.
-        own = [k for k, state in enumerate(states) if state not in self.dependent]
+        # A state fixed by a conservation law, or whose whole equation is given, has no coefficients of its own.
+        own = [k for k, state in enumerate(states) if state not in self.dependent and state not in self.given]
         self.names = {(k, j): f"c{k}_{j}" for k in own for j in used}
         coefficients = [Parameter(self.names[key], 0.0, *_sign_bounds(self.signs.get(key, 0))) for key in self.names]
         rhs = []
@@ -187,7 +190,7 @@ class Refitter:
         rhs = _with_dependent(states, rhs, self.dependent)
         self.observed = tuple(Observable(n, e) for n, e in (observables or {}).items())
         library_model = Model(states, tuple(rhs), parameters=tuple(coefficients) + self.skeleton_parameters,
-                              observables=self.observed, inputs=self.inputs)
+                              observables=self.observed, inputs=self.inputs, initial=self.given)
         self.problem = TrajectoryProblem(library_model, dataset, max_free=max_terms + len(self.skeleton_parameters),
                                          weights=weights, nonnegative=nonnegative, max_steps=CANDIDATE_MAX_STEPS)
         #: Every term at every sample (terms no structure uses, and non-finite values, stay 0).
@@ -284,7 +287,7 @@ class Refitter:
         free = [self.names[key] for key in members] + [p.name for p in self.skeleton_parameters]
         result = self.problem.fit(free, start=begin, initial=initial, max_evaluations=max_evaluations)
         model = _candidate_model(result, structure, self.names, self.states, self.terms, self.observed,
-                                 self.skeleton, self.skeleton_parameters, self.dependent, self.inputs)
+                                 self.skeleton, self.skeleton_parameters, self.dependent, self.inputs, self.given)
         used = {j for terms_k in structure for j in terms_k}
         return Candidate(model, result, structure, origin, _complexity(model), sum(self.inner[j] for j in used))
 
@@ -394,6 +397,7 @@ def _candidate_model(
     result: Fit, structure: Structure, names: Mapping[tuple[int, int], str], states: tuple[str, ...],
     terms: Sequence[sympy.Expr], observed: tuple, skeleton: Mapping[str, sympy.Expr],
     skeleton_parameters: Sequence[Parameter], dependent: Mapping[str, Mapping[str, float]], inputs: tuple[str, ...],
+    given: Mapping[str, float],
 ) -> Model:
     """The candidate alone: its terms with their coefficients as parameters at the fitted values."""
     rhs, parameters = [], []
@@ -409,7 +413,8 @@ def _candidate_model(
         Parameter(p.name, float(np.clip(result.parameters[p.name], p.lower, p.upper)), p.lower, p.upper, p.scale)
         for p in skeleton_parameters
     )
-    return Model(states, tuple(rhs), parameters=tuple(parameters) + fitted_skeleton, observables=observed, inputs=inputs)
+    return Model(states, tuple(rhs), parameters=tuple(parameters) + fitted_skeleton, observables=observed, inputs=inputs,
+                 initial=given)
 
 
 def _with_dependent(states: tuple[str, ...], rhs: list[sympy.Expr], dependent: Mapping[str, Mapping[str, float]]) -> list[sympy.Expr]:
