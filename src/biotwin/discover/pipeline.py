@@ -2,7 +2,10 @@
 
 1. **Smooth** every observable of every experiment (a smoothing spline with its smoothing chosen
    by generalised cross-validation) and resample on uniform grids: states X and derivative
-   estimates dX/dt.
+   estimates dX/dt. Known input signals u(t) the experiments apply (an inducer, a dilution
+   rate) join X as variables the rates may depend on; an infusion into a state is taken off its
+   dX/dt; a dose into a compartment no observable measures makes it a hidden depot emptying at
+   first order (:mod:`biotwin.discover.depots`), whose amount joins X too.
 2. **A ladder of libraries**: mass action (polynomials of degree 2), polynomials of degree 3,
    rational kinetics (Michaelis-Menten and Hill terms over a grid of K and n), physics
    (trigonometric and exponential terms), and the additive terms of Operon's symbolic-regression
