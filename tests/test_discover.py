@@ -172,24 +172,55 @@ def test_a_depot_amount_matches_the_solver_through_doses_and_an_infusion():
     assert depot_levels(experiment, "gut", 0.35, times) == pytest.approx(solved, rel=1e-5, abs=1e-8)
 
 
-def test_a_dose_into_a_hidden_gut_compartment_is_discovered_as_first_order_absorption():
-    # Oral dosing: the dose goes into the gut, never measured; only the plasma concentration C is.
-    # Discovery adds the gut as a hidden depot emptying at first order, finds C' = a gut - b C and
-    # forecasts a repeated-dosing regimen it was not trained on.
-    from biotwin.bench.metrics import design_r2
+ORAL = Model.from_text("dgut/dt = -ka*gut\ndC/dt = ka*gut/V - ke*C\nka = 1.2\nV = 0.5\nke = 0.15")
+
+
+def _oral_dosing() -> System:
+    """Oral dosing: three single doses into the gut (never measured) for training, and a held-out
+    regimen of four doses 8 h apart; only the plasma concentration C is observed."""
     from biotwin.data import Bolus
 
-    truth = Model.from_text("dgut/dt = -ka*gut\ndC/dt = ka*gut/V - ke*C\nka = 1.2\nV = 0.5\nke = 0.15")
     times = np.linspace(0.25, 24, 30)
-    designs = tuple(Design(f"dose{amount}", {"gut": 0.0, "C": 0.0}, times, doses=(Bolus(0.0, "gut", amount),))
+    designs = tuple(Design(f"dose{amount:g}", {"gut": 0.0, "C": 0.0}, times, doses=(Bolus(0.0, "gut", amount),))
                     for amount in (2.0, 4.0, 6.0))
     repeated = Design("every_8h", {"gut": 0.0, "C": 0.0}, np.linspace(0.25, 48, 40),
                       doses=tuple(Bolus(t, "gut", 3.0) for t in (0.0, 8.0, 16.0, 24.0)), held_out=True)
-    system = System("oral", "test", truth, (*designs, repeated), observed=("C",))
+    return System("oral", "test", ORAL, (*designs, repeated), observed=("C",))
+
+
+def test_a_dose_into_a_hidden_gut_compartment_is_discovered_as_first_order_absorption():
+    # Discovery adds the gut as a hidden depot emptying at first order, finds C' = a gut - b C and
+    # forecasts a repeated-dosing regimen it was not trained on.
+    from biotwin.bench.metrics import design_r2
+
+    system = _oral_dosing()
     data = corrupt(system.dataset(reveal_initial=False), "noise=0.03", seed=0)
     candidates = discover(data, symbolic=False, n_bags=0)
     assert candidates.model.states == ("C", "gut")
-    assert structure_score(truth, candidates.model).exact, candidates.chosen.equations()
-    ka = candidates.model.parameter("k_gut").value
-    assert ka == pytest.approx(1.2, rel=0.15)
-    assert design_r2(system, candidates.model, repeated) > 0.95
+    assert structure_score(ORAL, candidates.model).exact, candidates.chosen.equations()
+    assert candidates.model.parameter("k_gut").value == pytest.approx(1.2, rel=0.15)
+    assert design_r2(system, candidates.model, system.held_out[0]) > 0.95
+
+
+def test_the_cli_reads_the_doses_from_a_design_file(tmp_path: Path):
+    # The CSV holds the concentrations only; the design file says which dose each experiment got.
+    data = corrupt(_oral_dosing().dataset(reveal_initial=False), "noise=0.03", seed=0)
+    measurements = tmp_path / "oral.csv"
+    data.to_frame().to_csv(measurements, index=False)
+    design = tmp_path / "design.yaml"
+    design.write_text("experiments:\n" + "".join(
+        f"  {e.name}: {{doses: [{{state: gut, amount: {e.doses[0].amount:g}}}]}}\n" for e in data))
+    command = [sys.executable, "-m", "biotwin.cli", "discover", str(measurements), "--design", str(design),
+               "--no-symbolic", "--json", "-o", str(tmp_path / "twin")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr
+    equations = json.loads(result.stdout)["chosen"]["equations"]
+    assert set(equations) == {"C", "gut"} and "gut" in equations["C"]
+    assert [d.amount for e in load_twin(tmp_path / "twin").dataset for d in e.doses] == [2.0, 4.0, 6.0]
+
+    design.write_text("experiments:\n  dose3: {doses: [{state: gut, amount: 3}]}\n")
+    command[-1] = str(tmp_path / "other")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2 and not (tmp_path / "other").exists()
+    assert "experiment 'dose3' is not in the data (its experiments: dose2, dose4, dose6)" in result.stderr
+    assert "Traceback" not in result.stderr

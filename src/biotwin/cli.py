@@ -265,6 +265,10 @@ def discover(
         Path | None,
         typer.Option("--prior", help="Prior knowledge: required/forbidden/signed terms, known equations, conservation laws."),
     ] = None,
+    design: Annotated[
+        Path | None,
+        typer.Option("--design", help="What each experiment received (YAML): doses, infusions, input signals."),
+    ] = None,
     criterion: Annotated[str, typer.Option(help="Model choice on the trajectory fit: bic or aicc.")] = "bic",
     symbolic: Annotated[bool, typer.Option("--symbolic/--no-symbolic", help="Add Operon's symbolic-regression terms.")] = True,
     term: Annotated[list[str], typer.Option("--term", help="Extra library term in the states, e.g. 'x/(1 + y)' (repeatable).")] = [],  # noqa: B006
@@ -281,7 +285,9 @@ def discover(
     """Discover an ODE model from time-course data, refitted on whole trajectories.
 
     Prints the Pareto front (complexity against trajectory error) with the chosen model, and the
-    inclusion probability of each of its terms. With --skeleton and --hybrid, trains the
+    inclusion probability of each of its terms. With --design, the experiments' doses, infusions
+    and input signals enter the model: an input as a variable of the rates, a dose into a
+    compartment nothing measures as a hidden depot. With --skeleton and --hybrid, trains the
     skeleton's neural terms on the trajectories instead (hidden states allowed), distills them
     into closed forms and prints those.
     """
@@ -300,6 +306,10 @@ def discover(
     from biotwin.discover.prior import read_prior
 
     dataset = read_csv(data, time_column=time)
+    if design is not None:
+        from biotwin.io.design import with_design
+
+        dataset = with_design(dataset, design)
     if skeleton is not None:
         _discover_hybrid(skeleton, dataset, output, criterion, steps, seed, as_json)
         return

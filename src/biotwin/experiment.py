@@ -175,21 +175,6 @@ class Scenario:
         if "horizon" not in entry:
             raise DataError(f"{where} has no horizon; give 'horizon: T' (the time the forecast ends)")
 
-        def records(key: str, kind: type, fields: Sequence[str]) -> tuple[Any, ...]:
-            items = entry.get(key) or []
-            if not isinstance(items, list):
-                raise DataError(f"{where}: '{key}' must be a list of mappings")
-            built = []
-            for item in items:
-                extra = sorted(set(item) - set(fields)) if isinstance(item, Mapping) else ["?"]
-                if extra:
-                    raise DataError(f"{where}: each of '{key}' is a mapping with keys {', '.join(fields)}; got {item!r}")
-                try:
-                    built.append(kind(**item))
-                except TypeError as error:
-                    raise DataError(f"{where}: '{key}' entry {item!r} is incomplete ({error})") from None
-            return tuple(built)
-
         knockouts = entry.get("knockout", [])
         return cls(
             name=name, horizon=entry["horizon"], start=entry.get("start", 0.0),
@@ -197,9 +182,8 @@ class Scenario:
             initial=_mapping(entry, "initial", where), parameters=_mapping(entry, "parameters", where),
             knockouts=tuple([knockouts] if isinstance(knockouts, str) else knockouts),
             clamp=_mapping(entry, "clamp", where),
-            doses=records("doses", Dosing, ("state", "amount", "start", "every", "count")),
-            infusions=records("infusions", Infusion, ("state", "rate", "start", "stop")),
-            inputs=records("inputs", Input, ("name", "times", "levels")),
+            doses=records(entry, "doses", where), infusions=records(entry, "infusions", where),
+            inputs=records(entry, "inputs", where),
         )
 
     # ------------------------------------------------------------------ use
@@ -213,15 +197,7 @@ class Scenario:
 
     def signals(self) -> tuple[Input, ...]:
         """The model inputs and one infusion signal per infused state (overlapping infusions add up)."""
-        by_state: dict[str, list[Infusion]] = {}
-        for infusion in self.infusions:
-            by_state.setdefault(infusion.state, []).append(infusion)
-        merged = []
-        for state, infusions in by_state.items():
-            switches = sorted({t for i in infusions for t in (i.start, i.stop)})
-            levels = [sum(i.rate for i in infusions if i.start <= t < i.stop) for t in switches]
-            merged.append(Input(state, tuple(switches), tuple(levels)))
-        return (*self.inputs, *merged)
+        return (*self.inputs, *infusion_signals(self.infusions))
 
     def check(self, model: Model) -> None:
         """Raise :class:`ModelError` when the scenario names a state, parameter or input the model lacks."""
@@ -271,6 +247,45 @@ def _clamped(model: Model, states: tuple[str, ...]) -> Model:
 
 SCENARIO_KEYS = ("horizon", "start", "times", "initial", "parameters", "knockout", "clamp", "doses", "infusions",
                  "inputs")
+
+
+#: What an entry's lists of actions hold: the record each item becomes and the keys it may have.
+ACTIONS: Mapping[str, tuple[type, tuple[str, ...]]] = MappingProxyType({
+    "doses": (Dosing, ("state", "amount", "start", "every", "count")),
+    "infusions": (Infusion, ("state", "rate", "start", "stop")),
+    "inputs": (Input, ("name", "times", "levels")),
+})
+
+
+def records(entry: Mapping[str, Any], key: str, where: str) -> tuple[Any, ...]:
+    """The ``key`` list of ``entry`` (doses, infusions or inputs; see :data:`ACTIONS`) as records."""
+    kind, fields = ACTIONS[key]
+    items = entry.get(key) or []
+    if not isinstance(items, list):
+        raise DataError(f"{where}: '{key}' must be a list of mappings")
+    built = []
+    for item in items:
+        extra = sorted(set(item) - set(fields)) if isinstance(item, Mapping) else ["?"]
+        if extra:
+            raise DataError(f"{where}: each of '{key}' is a mapping with keys {', '.join(fields)}; got {item!r}")
+        try:
+            built.append(kind(**item))
+        except TypeError as error:
+            raise DataError(f"{where}: '{key}' entry {item!r} is incomplete ({error})") from None
+    return tuple(built)
+
+
+def infusion_signals(infusions: Iterable[Infusion]) -> tuple[Input, ...]:
+    """One signal per infused state, its level the summed rate of the infusions running then."""
+    by_state: dict[str, list[Infusion]] = {}
+    for infusion in infusions:
+        by_state.setdefault(infusion.state, []).append(infusion)
+    merged = []
+    for state, running in by_state.items():
+        switches = sorted({t for i in running for t in (i.start, i.stop)})
+        levels = [sum(i.rate for i in running if i.start <= t < i.stop) for t in switches]
+        merged.append(Input(state, tuple(switches), tuple(levels)))
+    return tuple(merged)
 
 
 def _mapping(entry: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
