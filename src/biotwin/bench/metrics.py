@@ -91,10 +91,11 @@ def _observables_at_start(system: System, design: Design) -> dict[str, float]:
     model = system.model
     if not all(state in design.y0 for state in model.states):
         return {}
-    values = {sympy.Symbol(p.name): design.overrides.get(p.name, p.value) for p in model.parameters}
-    values |= {sympy.Symbol(s): design.y0[s] for s in model.states}
-    values |= {sympy.Symbol(u.name): u(design.start) for u in design.inputs if u.name in model.inputs}
-    return {o.name: float(o.expr.subs(values)) for o in model.observables if o.name in system.observed}
+    theta = model.parameter_vector({k: v for k, v in design.overrides.items() if k in model.parameter_names})
+    levels = {u.name: u(design.start) for u in design.inputs}
+    u = np.array([levels.get(name, 0.0) for name in model.inputs])
+    values = np.asarray(model.compiled.observe(design.start, model.state_vector(design.y0), theta, u))
+    return {name: float(v) for name, v in zip(model.observable_names, values) if name in system.observed}
 
 
 def design_r2(system: System, model: Model, design: Design) -> float:

@@ -214,8 +214,9 @@ class _Depots:
         equations = {d: -sympy.Symbol(f"k_{d}") * sympy.Symbol(d) for d in rates}
         parameters = tuple(Parameter(f"k_{d}", rate, 0.0, math.inf) for d, rate in rates.items())
         empty = dict.fromkeys(rates, 0.0)
-        experiments = [e.replace(overrides={**empty, **e.overrides}) for e in dataset] if rates else list(dataset)
-        return cls(equations, parameters, empty, replace(dataset, experiments=tuple(experiments)))
+        if rates:
+            dataset = replace(dataset, experiments=tuple(e.replace(overrides={**empty, **e.overrides}) for e in dataset))
+        return cls(equations, parameters, empty, dataset)
 
 
 def _leaders(fitted: list, criterion: str, rungs: int = 2) -> list:

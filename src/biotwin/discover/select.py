@@ -286,10 +286,28 @@ class Refitter:
         members = [(k, j) for k, terms_k in enumerate(structure) for j in terms_k]
         free = [self.names[key] for key in members] + [p.name for p in self.skeleton_parameters]
         result = self.problem.fit(free, start=begin, initial=initial, max_evaluations=max_evaluations)
-        model = _candidate_model(result, structure, self.names, self.states, self.terms, self.observed,
-                                 self.skeleton, self.skeleton_parameters, self.dependent, self.inputs, self.given)
+        model = self._candidate_model(result, structure)
         used = {j for terms_k in structure for j in terms_k}
         return Candidate(model, result, structure, origin, _complexity(model), sum(self.inner[j] for j in used))
+
+    def _candidate_model(self, result: Fit, structure: Structure) -> Model:
+        """The candidate alone: its terms with their coefficients as parameters at the fitted values,
+        with the library model's skeleton, observables, inputs and given initial states."""
+        rhs, parameters = [], []
+        for k, state in enumerate(self.states):
+            expression = self.skeleton.get(state, sympy.Integer(0))
+            for j in structure[k]:
+                name = self.names[(k, j)]
+                parameters.append(Parameter(name, float(result.parameters[name])))
+                expression = expression + sympy.Symbol(name) * self.terms[j]
+            rhs.append(expression)
+        rhs = _with_dependent(self.states, rhs, self.dependent)
+        fitted_skeleton = tuple(
+            Parameter(p.name, float(np.clip(result.parameters[p.name], p.lower, p.upper)), p.lower, p.upper, p.scale)
+            for p in self.skeleton_parameters
+        )
+        return Model(self.states, tuple(rhs), parameters=tuple(parameters) + fitted_skeleton, observables=self.observed,
+                     inputs=self.inputs, initial=self.given)
 
 
 def refit(
@@ -391,30 +409,6 @@ def _sign_bounds(sign: int) -> tuple[float, float, str]:
 
 def _clip(value: float, sign: int) -> float:
     return max(value, 0.0) if sign > 0 else min(value, 0.0) if sign < 0 else value
-
-
-def _candidate_model(
-    result: Fit, structure: Structure, names: Mapping[tuple[int, int], str], states: tuple[str, ...],
-    terms: Sequence[sympy.Expr], observed: tuple, skeleton: Mapping[str, sympy.Expr],
-    skeleton_parameters: Sequence[Parameter], dependent: Mapping[str, Mapping[str, float]], inputs: tuple[str, ...],
-    given: Mapping[str, float],
-) -> Model:
-    """The candidate alone: its terms with their coefficients as parameters at the fitted values."""
-    rhs, parameters = [], []
-    for k, state in enumerate(states):
-        expression = skeleton.get(state, sympy.Integer(0))
-        for j in structure[k]:
-            name = names[(k, j)]
-            parameters.append(Parameter(name, float(result.parameters[name])))
-            expression = expression + sympy.Symbol(name) * terms[j]
-        rhs.append(expression)
-    rhs = _with_dependent(states, rhs, dependent)
-    fitted_skeleton = tuple(
-        Parameter(p.name, float(np.clip(result.parameters[p.name], p.lower, p.upper)), p.lower, p.upper, p.scale)
-        for p in skeleton_parameters
-    )
-    return Model(states, tuple(rhs), parameters=tuple(parameters) + fitted_skeleton, observables=observed, inputs=inputs,
-                 initial=given)
 
 
 def _with_dependent(states: tuple[str, ...], rhs: list[sympy.Expr], dependent: Mapping[str, Mapping[str, float]]) -> list[sympy.Expr]:

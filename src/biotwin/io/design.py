@@ -20,6 +20,7 @@ on, and a dose into a name nothing measures as a hidden dosing compartment.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,4 +56,4 @@ def with_design(dataset: Dataset, source: str | Path | Mapping[str, Any]) -> Dat
         doses = tuple(b for dosing in records(merged, "doses", label) for b in dosing.boluses())
         inputs = (*records(merged, "inputs", label), *infusion_signals(records(merged, "infusions", label)))
         experiments.append(experiment.replace(doses=(*experiment.doses, *doses), inputs=(*experiment.inputs, *inputs)))
-    return Dataset(tuple(experiments), source=dataset.source, time_unit=dataset.time_unit)
+    return replace(dataset, experiments=tuple(experiments))
