@@ -111,7 +111,7 @@ def test_identifiable_intervals_contain_the_truth_and_agree_with_wald(logistic):
 
 def test_without_residuals_lbfgs_on_the_gradient_gives_the_same_interval(logistic):
     objective, best, profiles = logistic
-    general = dataclasses.replace(objective, residuals=None)  # J only, as under Laplace noise
+    general = dataclasses.replace(objective, least_squares=None)  # J only, as under Laplace noise
     alone = profile(general, best, parameters=["r"])["r"]
     assert alone.verdict == IDENTIFIABLE
     assert alone.interval == pytest.approx(profiles["r"].interval, rel=2e-3)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -109,8 +110,10 @@ class Objective:
     """A negative log-likelihood J(x) over the estimated parameters x on their scales.
 
     ``names``, ``scales``, ``lower``, ``upper`` and ``nominal`` describe the estimated parameters
-    (bounds and nominal values on the optimisation scale). ``nll(x)`` is J; ``residuals(x)``, when
-    given, is a vector r with J(x) = 1/2 |r|^2 + constant, for Gauss-Newton least squares;
+    (bounds and nominal values on the optimisation scale). ``nll(x)`` is J; ``least_squares(x)``,
+    when given, is ``(r, J)`` from one solve, with r a vector such that J(x) = 1/2 |r|^2 + constant
+    (for Gauss-Newton least squares, which needs both and should not solve twice for them);
+    ``residuals(x)`` is its r alone;
     ``predict(x)`` and ``sigma(x)`` give the simulated value and noise scale of every measurement
     in ``measurements``; ``log_prior(x)``, when given, is the log prior density on the
     optimisation scale (from the problem's parameter table). ``fixed`` holds the values of the
@@ -126,7 +129,7 @@ class Objective:
     measurements: Measurements
     predict: Callable[[Any], Any]
     sigma: Callable[[Any], Any]
-    residuals: Callable[[Any], Any] | None = None
+    least_squares: Callable[[Any], tuple[Any, Any]] | None = None
     log_prior: Callable[[Any], Any] | None = None
     fixed: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -137,6 +140,16 @@ class Objective:
         for name, scale in zip(self.names, self.scales):
             if scale not in SCALES:
                 raise ModelError(f"parameter '{name}' has unknown scale '{scale}'; use lin, log or log10")
+
+    @cached_property
+    def residuals(self) -> Callable[[Any], Any] | None:
+        """r(x) alone (None without a least-squares form, as under Laplace noise)."""
+        if self.least_squares is None:
+            return None
+        import jax
+
+        least_squares = self.least_squares
+        return jax.jit(lambda x: least_squares(x)[0])
 
     @property
     def size(self) -> int:
