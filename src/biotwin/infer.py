@@ -23,9 +23,21 @@ scale, where the posteriors of ODE rates are close to normal.
 **Modes and mass matrices.** Every start is first taken to its nearest posterior mode z* by
 damped Newton steps, with the gradient and the Hessian H of -log p(z) (central differences of
 the exact gradient); a best fit is at or next to a mode, and prior draws serve as starts too.
-Each chain then starts at a draw from the Laplace approximation N(z*, H^{-1}) of its mode and
-keeps the *dense mass matrix* M = H, so warm-up only tunes the step size (dual averaging) and
-can be short.
+Each chain then starts at a draw from the Laplace approximation N(z*, H^{-1}) of its mode, with
+the *dense mass matrix* M = H.
+
+**Warm-up** tunes the step size by dual averaging and re-estimates the mass matrix from the
+chain's own draws in Stan's windows (:func:`metric_windows`): where the posterior is not
+Gaussian (a ridge of practically non-identifiable parameters bounded by the prior, a curved
+valley), the curvature at the mode misjudges its spread and trajectories hit the maximum tree
+depth. At the end of each window M^{-1} becomes the draws' covariance C, shrunk towards the
+Laplace covariance with n pseudo-draws,
+
+    M^{-1} = (N C + n H^{-1}) / (N + n),          N draws in the window,
+
+and dual averaging restarts from the current step size. On a posterior with a quartic
+direction (tests/test_infer.py) this halves the leapfrog steps per draw and removes the
+divergences.
 
 **One flat, vectorised loop.** The sampler is the multinomial NUTS of Stan and numpyro, written
 so that every iteration of one compiled loop takes one leapfrog step in every chain: the
@@ -87,6 +99,11 @@ DEFAULT_PRIOR_WIDTH = 10.0
 BOUND_MARGIN = 1e-6
 #: Leapfrog steps per chain between two progress reports.
 PROGRESS_ITERATIONS = 256
+#: Stan's warm-up windows (draws): a first buffer tuning only the step size, the first window
+#: re-estimating the mass matrix (each next one twice as long), a last buffer for the step size.
+#: Warm-ups too short for them split 15 % / 75 % / 10 %, and below MIN_METRIC_WARMUP the Laplace
+#: mass matrix is kept.
+METRIC_BUFFERS, METRIC_WINDOW, MIN_METRIC_WARMUP = (75, 50), 25, 20
 
 
 #: Compiled samplers by objective and settings (shapes and constants of the program), kept while
@@ -683,6 +700,10 @@ class _Chain(NamedTuple):
     stream: Any            # this chain's random stream (see _uniforms)
     inverse_mass: Any      # (n, n) M^{-1}
     mass_root: Any         # (n, n) S with S S^T = M
+    laplace: Any           # (n, n) the Laplace covariance of the chain's mode, the metric's shrinkage target
+    window_count: Any      # draws of the current metric window and their running mean and scatter (Welford)
+    window_mean: Any
+    window_scatter: Any
 
 
 class _Record(NamedTuple):
@@ -752,6 +773,30 @@ def _normals(u: Any) -> Any:
     return jnp.concatenate([radius * jnp.cos(2 * math.pi * second), radius * jnp.sin(2 * math.pi * second)])
 
 
+def metric_windows(warmup: int) -> tuple[int, ...]:
+    """The warm-up draws at which the mass matrix is re-estimated: the ends of Stan's windows.
+
+    The first window starts after a buffer; the mass matrix is set from the draws since the
+    previous end (or the first window's start) when the draw numbered ``end`` begins. Stan's
+    schedule (Stan Reference Manual, "HMC algorithm parameters"): buffers of 75 and 50 draws and
+    windows of 25, 50, 100, ... draws, the last one stretched to the final buffer; warm-ups
+    shorter than 150 draws split 15 % / 75 % / 10 % with one window.
+    """
+    first, last = METRIC_BUFFERS
+    if warmup < MIN_METRIC_WARMUP:
+        return ()
+    if warmup < first + last + METRIC_WINDOW:
+        return (int(0.15 * warmup), warmup - int(0.1 * warmup))
+    ends, start, size = [first], first, METRIC_WINDOW
+    while True:
+        end = start + size
+        if end + 2 * size > warmup - last:
+            ends.append(warmup - last)
+            return tuple(ends)
+        ends.append(end)
+        start, size = end, 2 * size
+
+
 def _is_turning(inverse_mass: Any, r_left: Any, r_right: Any, r_sum: Any) -> Any:
     """The generalised no-U-turn criterion (Betancourt 2017, A.4.2) between two ends of a trajectory."""
     import jax.numpy as jnp
@@ -773,6 +818,9 @@ def _sampler(value_and_gradient: Callable[[Any], Any], transform: Transform, n: 
     total = warmup + samples
     depth_index = jnp.arange(max_depth)
     pairs = -(-n // 2)
+    windows = metric_windows(warmup)
+    window_start, window_stop = (windows[0], windows[-1]) if windows else (0, 0)
+    window_ends = jnp.asarray(windows[1:] or (-1,))
 
     def select(condition: Any, a: Any, b: Any) -> Any:
         return jax.tree_util.tree_map(lambda x, y: jnp.where(condition, x, y), a, b)
@@ -867,15 +915,35 @@ def _sampler(value_and_gradient: Callable[[Any], Any], transform: Transform, n: 
         log_step_average = (1 - weight) * chain.log_step_average + weight * log_step
         last_warmup = chain.draws == warmup - 1
         new_step = jnp.clip(jnp.exp(jnp.where(last_warmup, log_step_average, log_step)), 1e-10, 1e3)
+        # The warm-up draw joins its metric window; at a window's end the window sets the mass
+        # matrix and dual averaging starts again from the present step size.
+        collecting = adapting & (chain.draws >= window_start) & (chain.draws < window_stop)
+        count = chain.window_count + 1.0
+        deviation = tree.z_proposal - chain.window_mean
+        mean = chain.window_mean + deviation / count
+        scatter = chain.window_scatter + jnp.outer(deviation, tree.z_proposal - mean)
+        count, mean, scatter = select(collecting, (count, mean, scatter),
+                                      (chain.window_count, chain.window_mean, chain.window_scatter))
+        closing = adapting & jnp.any(chain.draws + 1 == window_ends)
+        covariance = (scatter + n * chain.laplace) / (count + n)
+        root = jnp.linalg.cholesky(0.5 * (covariance + covariance.T))
+        usable = closing & jnp.all(jnp.isfinite(root))
+        mass_root = jax.scipy.linalg.solve_triangular(root, jnp.eye(n), lower=True).T
         chain = chain._replace(
             tree=tree, sub=sub._replace(proposals=jnp.where(sub_done, 0, sub.proposals)), r_checkpoints=r_checkpoints,
             r_sum_checkpoints=r_sum_checkpoints, depth=depth,
             going_right=jnp.where(sub_done, u[2] < 0.5, chain.going_right),
             step_size=jnp.where(adapting, new_step, chain.step_size),
             log_step=jnp.where(adapting, log_step, chain.log_step),
-            log_step_average=jnp.where(adapting, log_step_average, chain.log_step_average),
-            gradient_average=jnp.where(adapting, gradient_average, chain.gradient_average),
-            adapted=jnp.where(adapting, t, chain.adapted),
+            log_step_average=jnp.where(usable, 0.0, jnp.where(adapting, log_step_average, chain.log_step_average)),
+            gradient_average=jnp.where(usable, 0.0, jnp.where(adapting, gradient_average, chain.gradient_average)),
+            adapted=jnp.where(usable, 0.0, jnp.where(adapting, t, chain.adapted)),
+            centre=jnp.where(usable, jnp.log(10 * new_step), chain.centre),
+            inverse_mass=jnp.where(usable, covariance, chain.inverse_mass),
+            mass_root=jnp.where(usable, mass_root, chain.mass_root),
+            window_count=jnp.where(closing, 0.0, count),
+            window_mean=jnp.where(closing, 0.0, mean),
+            window_scatter=jnp.where(closing, 0.0, scatter),
             draws=jnp.where(finished, chain.draws + 1, chain.draws),
         )
         restarted = begin(chain, tree.z_proposal, tree.pe_proposal, tree.g_proposal, u[3:])
@@ -957,9 +1025,11 @@ def infer(
     a draw from the Laplace approximation (or the mode itself where the model cannot be solved
     at the draw). Starts in separate modes of similar density give chains that stay apart, which
     R-hat then reports. ``warmup`` draws per chain tune the step size by dual averaging towards the mean
-    acceptance ``target_accept``; ``samples`` draws per chain are kept. ``progress``, when given,
+    acceptance ``target_accept`` and re-estimate the mass matrix in Stan's windows
+    (:func:`metric_windows`); ``samples`` draws per chain are kept. ``progress``, when given,
     is called as ``progress(done, total, label)`` (see :mod:`biotwin.progress`) with the draws per chain completed by the slowest
-    chain. The same ``seed`` and inputs give the same draws.
+    chain; the label gives the leapfrog steps per draw and the step size since the last report.
+    The same ``seed`` and inputs give the same draws.
 
     Raises :class:`ModelError` for starts of the wrong shape or outside the bounds, when the
     objective is not finite at any start, and for settings out of range.
@@ -1038,7 +1108,7 @@ def infer(
     step0 = min(1.0, n**-0.25)
     carry = carry._replace(
         chains=carry.chains._replace(
-            inverse_mass=covariance, mass_root=mass_root, step_size=np.full(chains, step0),
+            inverse_mass=covariance, mass_root=mass_root, laplace=covariance, step_size=np.full(chains, step0),
             log_step=np.full(chains, math.log(step0)), centre=np.full(chains, math.log(10 * step0)),
         ),
         candidates=candidates, fallback_z=centres, fallback_pe=values[used][owner], fallback_g=gradients[used][owner],
@@ -1049,12 +1119,19 @@ def infer(
     largest = np.iinfo(np.int64).max
     chunk = largest if progress is None else PROGRESS_ITERATIONS
     iteration = rounds
+    finished_draws = 0
     while True:
         iteration = min(iteration + chunk, largest)
         carry = compiled(carry, probes, np.int64(iteration))
-        done = int(np.min(np.asarray(carry.chains.draws)))
+        draws_by_chain = np.asarray(carry.chains.draws)
+        done = int(np.min(draws_by_chain))
         if progress is not None:
-            progress(min(done, total), total, f"draw {min(done, total)} of {total}")
+            # Leapfrog steps per draw show a sampler at its maximum tree depth (2^depth - 1) while it runs.
+            new_draws = int(np.sum(np.minimum(draws_by_chain, total))) - finished_draws
+            finished_draws += new_draws
+            steps = chunk * chains / max(new_draws, 1)
+            progress(min(done, total), total, f"draw {min(done, total)} of {total}, {steps:.0f} steps per draw, "
+                     f"step size {float(np.median(np.asarray(carry.chains.step_size))):.2g}")
         if done >= total:
             break
     record = _Record(*(np.asarray(part) for part in carry.record))
@@ -1122,7 +1199,8 @@ def _initial_carry(n: int, chains: int, samples: int, max_depth: int, rounds: in
         r_sum_checkpoints=zeros(max_depth, n), depth=zeros(dtype=np.int64), energy0=zeros(), going_right=zeros(dtype=bool),
         step_size=zeros(), log_step=zeros(), log_step_average=zeros(), gradient_average=zeros(), adapted=zeros(),
         centre=zeros(), draws=zeros(dtype=np.int64), stream=np.array([_stream(seed, c) for c in range(chains)], dtype=np.uint64),
-        inverse_mass=identity, mass_root=identity.copy(),
+        inverse_mass=identity, mass_root=identity.copy(), laplace=identity.copy(), window_count=zeros(),
+        window_mean=zeros(n), window_scatter=zeros(n, n),
     )
     record = _Record(zeros(samples, n), zeros(samples), zeros(samples, dtype=np.int64), zeros(samples, dtype=bool),
                      zeros(samples, dtype=np.int64), zeros(samples))
