@@ -45,10 +45,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import PETAB, PETAB_PROBLEMS, petab_objective, print_machine
+
 ROOT = Path(__file__).resolve().parents[1]
-PETAB = Path(os.environ.get("BIOTWIN_SHARED_DATA", ROOT.parent / "shared" / "data")) / "petab"
 PEER = ROOT / ".peer-venv" / "bin"
-PROBLEMS = ("Boehm_JProteomeRes2014", "Crauste_CellSystems2017", "Elowitz_Nature2000", "Perelson_Science1996")
 QUICK_PROBLEMS = ("Boehm_JProteomeRes2014", "Perelson_Science1996")
 #: Starts within this of the best NLL of either tool count as converged (biotwin.fit.CONVERGED_WITHIN).
 CONVERGED_WITHIN = 0.1
@@ -133,10 +133,9 @@ def run_biotwin(name: str, starts: int, seed: int, max_evaluations: int, time_li
     import numpy as np
 
     from biotwin.fit import multistart, start_points
-    from biotwin.io.petab import load_petab
 
     began = time.perf_counter()
-    objective = load_petab(PETAB / name / f"{name}.yaml").objective(method="kvaerno5")
+    objective = petab_objective(name)
     points = start_points(objective, starts, seed)
     lead = time.perf_counter() - began  # reading the problem, before multistart's own clock
     calibration = multistart(objective, starts=points, max_evaluations=max_evaluations, time_limit=time_limit - lead)
@@ -153,7 +152,7 @@ def run_biotwin(name: str, starts: int, seed: int, max_evaluations: int, time_li
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--starts", type=int, default=20, help="local optimisations per problem and tool")
-    parser.add_argument("--problems", nargs="+", default=None, choices=PROBLEMS, metavar="NAME",
+    parser.add_argument("--problems", nargs="+", default=None, choices=PETAB_PROBLEMS, metavar="NAME",
                         help=f"PEtab problems from {PETAB} (default: all four)")
     parser.add_argument("--quick", action="store_true", help=f"4 starts on {' and '.join(QUICK_PROBLEMS)}")
     parser.add_argument("--max-evaluations", type=int, default=1000, help="evaluation budget of each start (both tools)")
@@ -170,11 +169,10 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    problems = args.problems or (QUICK_PROBLEMS if args.quick else PROBLEMS)
+    problems = args.problems or (QUICK_PROBLEMS if args.quick else PETAB_PROBLEMS)
     starts = 4 if args.quick and args.starts == parser.get_default("starts") else args.starts
     if not (PEER / "python").exists():
         raise SystemExit(f"pyPESTO + AMICI need their environment {PEER.parent}: see this file's docstring")
-    from machine import print_machine
 
     console = Console(width=200)
     print_machine(console, ("fides", "diffrax"))

@@ -1,5 +1,5 @@
 """What every benchmark shares: the machine it ran on (printed before its results: timings mean little
-without it), its console, and how it prints times and compares trajectories."""
+without it), its console, how it prints times and compares trajectories, and where the PEtab problems lie."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ import importlib
 import os
 import platform
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+#: The shared PEtab problems (``../shared/data/petab``, or ``$BIOTWIN_SHARED_DATA/petab``).
+PETAB = Path(os.environ.get("BIOTWIN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "petab"
+PETAB_PROBLEMS = ("Boehm_JProteomeRes2014", "Crauste_CellSystems2017", "Elowitz_Nature2000", "Perelson_Science1996")
 
 
 def machine_info(packages: Sequence[str] = ()) -> list[tuple[str, str]]:
@@ -81,3 +86,11 @@ def max_relative_error(values: Any, reference: Any) -> float:
     values, reference = np.asarray(values, dtype=float), np.asarray(reference, dtype=float)
     denominator = np.maximum(np.abs(reference), np.finfo(float).tiny)
     return float(np.max(np.abs(values - reference) / denominator))
+
+
+def petab_objective(name: str) -> Any:
+    """The objective of a shared PEtab problem as the calibration benchmarks fit it: Kvaerno5 for every
+    start (the stiff solver, as AMICI's CVODES BDF), biotwin's default tolerances and step budget."""
+    from biotwin.io.petab import load_petab
+
+    return load_petab(PETAB / name / f"{name}.yaml").objective(method="kvaerno5")

@@ -4,7 +4,7 @@ The issue's target: "multi-start finds an NLL at least as good as the nominal on
 starts (``calibrate_vs_pypesto.py``) neither biotwin nor pyPESTO + AMICI reaches it on Boehm,
 Crauste or Elowitz: their nominal optima have few or narrow basins of attraction (Boehm's lies on
 two parameter bounds). This benchmark runs :func:`biotwin.fit.multistart` with more Sobol starts
-(``load_petab(...).objective(method="kvaerno5")``, the settings of ``calibrate_vs_pypesto.py``,
+(``machine.petab_objective``, the objective of ``calibrate_vs_pypesto.py``,
 seed 0, so its first 20 starts are that benchmark's) and prints, per problem, the nominal NLL,
 the best NLL found, how many starts reached the nominal NLL (within 1e-3, the optimiser's
 tolerance is 1e-6) and the index of the first one, and the time.
@@ -20,27 +20,21 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 
-from machine import print_machine, wide_console
+from machine import PETAB_PROBLEMS, petab_objective, print_machine, wide_console
 
-ROOT = Path(__file__).resolve().parents[1]
-PETAB = Path(os.environ.get("BIOTWIN_SHARED_DATA", ROOT.parent / "shared" / "data")) / "petab"
-PROBLEMS = ("Boehm_JProteomeRes2014", "Crauste_CellSystems2017", "Elowitz_Nature2000", "Perelson_Science1996")
 #: A start within this of the nominal NLL has reached it.
 REACHED_WITHIN = 1e-3
 
 
 def run(name: str, starts: int, time_limit: float) -> dict:
     from biotwin.fit import multistart
-    from biotwin.io.petab import load_petab
 
     began = time.perf_counter()
-    objective = load_petab(PETAB / name / f"{name}.yaml").objective(method="kvaerno5")
+    objective = petab_objective(name)
     nominal = float(objective.nll(objective.nominal))
     calibration = multistart(objective, starts=starts, seed=0, time_limit=time_limit)
     by_index = sorted(calibration.starts, key=lambda s: s.index)
@@ -55,7 +49,7 @@ def run(name: str, starts: int, time_limit: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--starts", type=int, default=100)
-    parser.add_argument("--problems", nargs="+", default=PROBLEMS, choices=PROBLEMS, metavar="NAME")
+    parser.add_argument("--problems", nargs="+", default=PETAB_PROBLEMS, choices=PETAB_PROBLEMS, metavar="NAME")
     parser.add_argument("--time-limit", type=float, default=900.0, help="seconds per problem (default 900)")
     args = parser.parse_args()
 

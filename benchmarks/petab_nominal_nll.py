@@ -25,10 +25,10 @@ import sys
 import time
 from pathlib import Path
 
+from machine import PETAB, PETAB_PROBLEMS
+
 ROOT = Path(__file__).resolve().parents[1]
-PETAB = Path(os.environ.get("BIOTWIN_SHARED_DATA", ROOT.parent / "shared" / "data")) / "petab"
 OUTPUT = ROOT / "tests" / "data" / "petab_amici_nll.json"
-PROBLEMS = ("Boehm_JProteomeRes2014", "Crauste_CellSystems2017", "Elowitz_Nature2000", "Perelson_Science1996")
 BUILD = Path(os.environ.get("AMICI_MODELS", "/tmp/amici_models"))
 REPEATS = 20
 RTOL, ATOL = 1e-8, 1e-10
@@ -56,7 +56,7 @@ def amici_reference(timing: bool) -> None:
     from amici.sim.sundials.petab.v1 import LLH, simulate_petab
 
     values: dict[str, float] = {}
-    for name in PROBLEMS:
+    for name in PETAB_PROBLEMS:
         problem = petab.Problem.from_yaml(str(PETAB / name / f"{name}.yaml"))
         model = import_petab_problem(problem, output_dir=str(BUILD / name), model_name=name)
         solver = model.create_solver() if hasattr(model, "create_solver") else model.getSolver()
@@ -102,7 +102,7 @@ def biotwin_timing() -> None:
     from biotwin.io.petab import load_petab
 
     reference = json.loads(OUTPUT.read_text())["nll"]
-    for name in PROBLEMS:
+    for name in PETAB_PROBLEMS:
         problem = load_petab(PETAB / name / f"{name}.yaml")
         exact = problem.objective(rtol=1e-10, atol=1e-12)
         value = float(exact.nll(exact.nominal))

@@ -850,7 +850,8 @@ def _sampler(value_and_gradient: Callable[[Any], Any], transform: Transform, n: 
     def step(chain: _Chain, iteration: Any, z_new: Any, r_half: Any, pe_new: Any, g_new: Any) -> tuple[_Chain, Any, Any, _Record]:
         """Finish the leapfrog step, add the leaf to the subtree, and close subtree and trajectory when due.
 
-        Returns the chain, whether a kept draw was completed, its slot and the draw.
+        Returns the chain, whether a kept draw was completed, its slot and the draw, and whether
+        the chain's metric window closed (:func:`new_metric` then sets its mass matrix).
         """
         u = _uniforms(chain.stream, iteration, 2 * pairs + 4)
         epsilon = jnp.where(chain.going_right, chain.step_size, -chain.step_size)
@@ -915,8 +916,7 @@ def _sampler(value_and_gradient: Callable[[Any], Any], transform: Transform, n: 
         log_step_average = (1 - weight) * chain.log_step_average + weight * log_step
         last_warmup = chain.draws == warmup - 1
         new_step = jnp.clip(jnp.exp(jnp.where(last_warmup, log_step_average, log_step)), 1e-10, 1e3)
-        # The warm-up draw joins its metric window; at a window's end the window sets the mass
-        # matrix and dual averaging starts again from the present step size.
+        # The warm-up draw joins its metric window (Welford's running mean and scatter).
         collecting = adapting & (chain.draws >= window_start) & (chain.draws < window_stop)
         count = chain.window_count + 1.0
         deviation = tree.z_proposal - chain.window_mean
@@ -925,30 +925,37 @@ def _sampler(value_and_gradient: Callable[[Any], Any], transform: Transform, n: 
         count, mean, scatter = select(collecting, (count, mean, scatter),
                                       (chain.window_count, chain.window_mean, chain.window_scatter))
         closing = adapting & jnp.any(chain.draws + 1 == window_ends)
-        covariance = (scatter + n * chain.laplace) / (count + n)
-        root = jnp.linalg.cholesky(0.5 * (covariance + covariance.T))
-        usable = closing & jnp.all(jnp.isfinite(root))
-        mass_root = jax.scipy.linalg.solve_triangular(root, jnp.eye(n), lower=True).T
         chain = chain._replace(
             tree=tree, sub=sub._replace(proposals=jnp.where(sub_done, 0, sub.proposals)), r_checkpoints=r_checkpoints,
             r_sum_checkpoints=r_sum_checkpoints, depth=depth,
             going_right=jnp.where(sub_done, u[2] < 0.5, chain.going_right),
             step_size=jnp.where(adapting, new_step, chain.step_size),
             log_step=jnp.where(adapting, log_step, chain.log_step),
-            log_step_average=jnp.where(usable, 0.0, jnp.where(adapting, log_step_average, chain.log_step_average)),
-            gradient_average=jnp.where(usable, 0.0, jnp.where(adapting, gradient_average, chain.gradient_average)),
-            adapted=jnp.where(usable, 0.0, jnp.where(adapting, t, chain.adapted)),
-            centre=jnp.where(usable, jnp.log(10 * new_step), chain.centre),
-            inverse_mass=jnp.where(usable, covariance, chain.inverse_mass),
-            mass_root=jnp.where(usable, mass_root, chain.mass_root),
-            window_count=jnp.where(closing, 0.0, count),
-            window_mean=jnp.where(closing, 0.0, mean),
-            window_scatter=jnp.where(closing, 0.0, scatter),
+            log_step_average=jnp.where(adapting, log_step_average, chain.log_step_average),
+            gradient_average=jnp.where(adapting, gradient_average, chain.gradient_average),
+            adapted=jnp.where(adapting, t, chain.adapted),
+            window_count=count, window_mean=mean, window_scatter=scatter,
             draws=jnp.where(finished, chain.draws + 1, chain.draws),
         )
         restarted = begin(chain, tree.z_proposal, tree.pe_proposal, tree.g_proposal, u[3:])
         slot = jnp.clip(chain.draws - 1 - warmup, 0, samples - 1)
-        return select(finished, restarted, chain), kept, slot, entry
+        return select(finished, restarted, chain), kept, slot, entry, closing
+
+    def new_metric(chain: _Chain, closing: Any, iteration: Any) -> _Chain:
+        """At the end of a metric window: M^{-1} from the window's draws, shrunk towards the
+        Laplace covariance, dual averaging restarted, and the new trajectory's momentum drawn
+        again from the new M (with the same uniforms as in ``step``)."""
+        covariance = (chain.window_scatter + n * chain.laplace) / (chain.window_count + n)
+        root = jnp.linalg.cholesky(0.5 * (covariance + covariance.T))
+        usable = closing & jnp.all(jnp.isfinite(root))
+        mass_root = jax.scipy.linalg.solve_triangular(root, jnp.eye(n), lower=True).T
+        emptied = chain._replace(window_count=jnp.where(closing, 0.0, chain.window_count),
+                                 window_mean=jnp.where(closing, 0.0, chain.window_mean),
+                                 window_scatter=jnp.where(closing, 0.0, chain.window_scatter))
+        adapted = emptied._replace(inverse_mass=covariance, mass_root=mass_root, centre=jnp.log(10 * chain.step_size),
+                                   log_step_average=jnp.zeros(()), gradient_average=jnp.zeros(()), adapted=jnp.zeros(()))
+        u = _uniforms(chain.stream, iteration, 2 * pairs + 4)
+        return select(usable, begin(adapted, chain.z, chain.pe, chain.g, u[3:]), emptied)
 
     def first(chain: _Chain, iteration: Any, z: Any, pe: Any, g: Any, fallback_z: Any, fallback_pe: Any,
               fallback_g: Any) -> _Chain:
@@ -969,20 +976,23 @@ def _sampler(value_and_gradient: Callable[[Any], Any], transform: Transform, n: 
         probe_pe = jnp.where(probing, carry.probe_pe.at[row].set(pe), carry.probe_pe)
         probe_g = jnp.where(probing, carry.probe_g.at[row].set(g), carry.probe_g)
         nothing = (jnp.zeros(pe.shape, dtype=bool), jnp.zeros(pe.shape, dtype=int),
-                   jax.tree_util.tree_map(lambda buffer: buffer[:, 0], carry.record))
+                   jax.tree_util.tree_map(lambda buffer: buffer[:, 0], carry.record), jnp.zeros(pe.shape, dtype=bool))
 
         def nuts(chains: _Chain) -> Any:
-            chains, kept, slot, entry = jax.vmap(step, in_axes=(0, None, 0, 0, 0, 0))(chains, i, z_nuts, r_half, pe, g)
-            return chains, (kept, slot, entry)
+            chains, kept, slot, entry, closing = jax.vmap(step, in_axes=(0, None, 0, 0, 0, 0))(chains, i, z_nuts, r_half, pe, g)
+            return chains, (kept, slot, entry, closing)
 
         def initial(chains: _Chain) -> Any:
             started = jax.vmap(first, in_axes=(0, None, 0, 0, 0, 0, 0, 0))(
                 chains, i, carry.candidates, pe, g, carry.fallback_z, carry.fallback_pe, carry.fallback_g)
             return started, nothing
 
-        chains, (kept, slot, entry) = jax.lax.cond(
+        chains, (kept, slot, entry, closing) = jax.lax.cond(
             i > rounds, nuts, lambda c: jax.lax.cond(i == rounds, initial, lambda c2: (c2, nothing), c), carry.chains,
         )
+        # A window closes a few times per warm-up: the factorisations run only in those iterations.
+        chains = jax.lax.cond(jnp.any(closing), lambda c: jax.vmap(new_metric, in_axes=(0, 0, None))(c, closing, i),
+                              lambda c: c, chains)
         lanes = jnp.arange(pe.shape[0])
         record = jax.tree_util.tree_map(
             lambda buffer, value: buffer.at[lanes, slot].set(
