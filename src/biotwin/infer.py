@@ -10,15 +10,20 @@ log pi(x), both on the optimisation scale, the posterior is
 are finite, else a wide normal around the nominal value (three decades for log-scale
 parameters), cut at the finite bound.
 
-**Sampling space.** NUTS moves on an unconstrained vector z, x = T(z), parameter by parameter:
+**Sampling space.** NUTS moves on a vector z, x = T(z), parameter by parameter:
 
-    x = l + (u - l) / (1 + exp(-z))     both bounds finite
+    x = z,  l <= z <= u                  both bounds finite, log scale: walls at l and u
+    x = l + (u - l) / (1 + exp(-z))     both bounds finite, linear scale
     x = l + exp(z),   x = u - exp(z)     one bound finite
     x = z                                no bound
 
-and samples the density p(z) = p(T(z)) * prod_k |T_k'(z_k)|. Near a bound at zero the logistic
-map behaves as a logarithm, so a positive rate declared on the linear scale is sampled on a log
-scale, where the posteriors of ODE rates are close to normal.
+and samples the density p(z) = p(T(z)) * prod_k |T_k'(z_k)|. A log-scale parameter already
+lives where ODE rates have near-normal posteriors; its trajectories bounce off the walls
+(:meth:`Transform.move`), so that a ridge of non-identifiable parameters that runs into a bound
+(a hidden state's scale traded between its production and its effect) stays straight instead
+of bending towards infinity in logit space, where no constant mass matrix follows it. Near a
+bound at zero the logistic map behaves as a logarithm, so a positive rate declared on the
+linear scale is sampled on a log scale.
 
 **Modes and mass matrices.** Every start is first taken to its nearest posterior mode z* by
 damped Newton steps, with the gradient and the Hessian H of -log p(z) (central differences of
@@ -97,6 +102,8 @@ DEFAULT_PRIOR_DECADES = 3.0
 DEFAULT_PRIOR_WIDTH = 10.0
 #: How far inside its bounds a start on a bound is moved, relative to the bounds' width.
 BOUND_MARGIN = 1e-6
+#: Most wall bounces within one leapfrog step (a step longer than many box widths is cut short).
+MAX_BOUNCES = 64
 #: Leapfrog steps per chain between two progress reports.
 PROGRESS_ITERATIONS = 256
 #: Stan's warm-up windows (draws): a first buffer tuning only the step size, the first window
@@ -119,12 +126,19 @@ class ConvergenceWarning(UserWarning):
 # The unconstrained sampling space
 
 
+#: Transform kinds: no finite bound, lower only, upper only, both (logistic map), both (walls).
+FREE, LOWER, UPPER, LOGISTIC, WALLED = 0, 1, 2, 3, 4
+
+
 @dataclass(frozen=True, eq=False)
 class Transform:
-    """The map x = T(z) from the unconstrained sampling space to the bounded optimisation scale.
+    """The map x = T(z) from the sampling space to the bounded optimisation scale.
 
-    ``kind[k]`` is 0 for no finite bound, 1 for a lower bound only, 2 for an upper bound only and
-    3 for both; the bounds hold where they are finite (zero elsewhere, never used).
+    ``kind[k]`` is :data:`FREE` for no finite bound, :data:`LOWER` for a lower bound only,
+    :data:`UPPER` for an upper bound only and :data:`LOGISTIC` for both, mapped from the real
+    line; :data:`WALLED` has both bounds and x = z itself, kept inside them by walls that the
+    sampler's trajectories bounce off (:meth:`move`). The bounds hold where they are finite (zero
+    elsewhere, never used).
     """
 
     kind: np.ndarray
@@ -132,32 +146,96 @@ class Transform:
     upper: np.ndarray
 
     @classmethod
-    def for_bounds(cls, lower: np.ndarray, upper: np.ndarray) -> Transform:
+    def for_bounds(cls, lower: np.ndarray, upper: np.ndarray, walls: np.ndarray | None = None) -> Transform:
+        """The transform for bounds; parameters with both bounds finite and ``walls`` set are walled."""
         lower, upper = np.asarray(lower, dtype=float), np.asarray(upper, dtype=float)
         has_lower, has_upper = np.isfinite(lower), np.isfinite(upper)
         kind = has_lower.astype(int) + 2 * has_upper.astype(int)
+        if walls is not None:
+            kind = np.where(np.asarray(walls, dtype=bool) & (kind == LOGISTIC), WALLED, kind)
         return cls(kind, np.where(has_lower, lower, 0.0), np.where(has_upper, upper, 0.0))
+
+    @property
+    def _two_sided(self) -> np.ndarray:
+        return (self.kind == LOGISTIC) | (self.kind == WALLED)
+
+    @property
+    def walled(self) -> bool:
+        """Whether any parameter is kept in its bounds by walls."""
+        return bool(np.any(self.kind == WALLED))
 
     def inside(self, x: np.ndarray) -> np.ndarray:
         """``x`` moved strictly inside the bounds (a start on a bound would map to z = -inf)."""
-        width = np.where(self.kind == 3, self.upper - self.lower, 1.0)
+        width = np.where(self._two_sided, self.upper - self.lower, 1.0)
         margin = BOUND_MARGIN * width
-        low = np.where(self.kind % 2 == 1, self.lower + margin, -np.inf)
-        high = np.where(self.kind >= 2, self.upper - margin, np.inf)
+        low = np.where((self.kind == LOWER) | self._two_sided, self.lower + margin, -np.inf)
+        high = np.where((self.kind == UPPER) | self._two_sided, self.upper - margin, np.inf)
         return np.clip(x, low, high)
+
+    def within_walls(self, z: np.ndarray) -> np.ndarray:
+        """``z`` with every walled coordinate clipped to its bounds (NumPy)."""
+        walled = self.kind == WALLED
+        return np.where(walled, np.clip(z, np.where(walled, self.lower, -np.inf), np.where(walled, self.upper, np.inf)), z)
 
     def to_z(self, x: np.ndarray) -> np.ndarray:
         """z = T^{-1}(x) for x strictly inside the bounds (NumPy)."""
         x = np.asarray(x, dtype=float)
-        width = np.where(self.kind == 3, self.upper - self.lower, 1.0)
+        width = np.where(self.kind == LOGISTIC, self.upper - self.lower, 1.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             fraction = (x - self.lower) / width
             logit = np.log(fraction) - np.log1p(-fraction)
             return np.select(
-                [self.kind == 3, self.kind == 1, self.kind == 2],
+                [self.kind == LOGISTIC, self.kind == LOWER, self.kind == UPPER],
                 [logit, np.log(x - self.lower), np.log(self.upper - x)],
                 x,
             )
+
+    def move(self, z: Any, r: Any, epsilon: Any, inverse_mass: Any) -> tuple[Any, Any]:
+        """The position step of a leapfrog, z + epsilon M^{-1} r, bouncing off the walls (JAX).
+
+        Along the straight path the first wall crossed, of coordinate k at the fraction t of the
+        step, stops the move; the momentum is reflected in the metric,
+
+            r' = r - 2 (v_k / (M^{-1})_kk) e_k,        v = M^{-1} r,
+
+        which reverses the velocity's k-th component and keeps every direction along the wall
+        (v' = v - 2 v_k M^{-1} e_k / (M^{-1})_kk), the kinetic energy r^T M^{-1} r / 2 and
+        the phase-space volume (|det| = 1; applied twice, it is the identity). The move goes on
+        for the remaining 1 - t of the step. The map stays reversible and volume-preserving, so
+        HMC with it samples the density restricted to the box exactly (Neal 2011, "MCMC using
+        Hamiltonian dynamics", 5.1; Afshar & Domke 2015), and a ridge that runs into a bound
+        stays straight where the logistic map would bend it towards infinity.
+        """
+        import jax
+        import jax.numpy as jnp
+
+        if not self.walled:
+            return z + epsilon * (inverse_mass @ r), r
+        walled = self.kind == WALLED
+        low = jnp.asarray(np.where(walled, self.lower, -np.inf))
+        high = jnp.asarray(np.where(walled, self.upper, np.inf))
+        diagonal = jnp.diagonal(inverse_mass)
+
+        def bounce(state: tuple[Any, Any, Any, Any]) -> tuple[Any, Any, Any, Any]:
+            z, r, remaining, count = state
+            velocity = inverse_mass @ r
+            displacement = epsilon * velocity
+            moving = displacement != 0
+            safe = jnp.where(moving, displacement, 1.0)
+            to_wall = jnp.where(moving, jnp.where(displacement > 0, high - z, low - z) / safe, jnp.inf)
+            times = jnp.maximum(to_wall, 0.0)
+            k = jnp.argmin(times)
+            hit = times[k] < remaining
+            travel = jnp.where(hit, times[k], remaining)
+            moved = z + travel * displacement
+            wall = jnp.where(displacement[k] > 0, high[k], low[k])
+            z = jnp.where(hit, moved.at[k].set(wall), moved)
+            r = jnp.where(hit, r.at[k].add(-2.0 * velocity[k] / diagonal[k]), r)
+            return z, r, jnp.where(hit, remaining - times[k], 0.0), count + 1
+
+        z, r, _, _ = jax.lax.while_loop(lambda state: (state[2] > 0) & (state[3] < MAX_BOUNCES), bounce,
+                                        (z, r, jnp.ones(()), jnp.zeros((), dtype=int)))
+        return z, r
 
     def to_x(self, z: Any) -> Any:
         """x = T(z) (JAX)."""
@@ -165,12 +243,12 @@ class Transform:
         import jax.numpy as jnp
 
         kind = jnp.asarray(self.kind)
-        width = jnp.asarray(np.where(self.kind == 3, self.upper - self.lower, 1.0))
+        width = jnp.asarray(np.where(self.kind == LOGISTIC, self.upper - self.lower, 1.0))
         # exp(z) is only used where one bound is finite; clipping keeps the unused branches finite
         # so that no NaN leaks into the derivatives.
         grown = jnp.exp(jnp.clip(z, -700.0, 700.0))
         return jnp.select(
-            [kind == 3, kind == 1, kind == 2],
+            [kind == LOGISTIC, kind == LOWER, kind == UPPER],
             [self.lower + width * jax.nn.sigmoid(z), self.lower + grown, self.upper - grown],
             z,
         )
@@ -181,9 +259,9 @@ class Transform:
         import jax.numpy as jnp
 
         kind = jnp.asarray(self.kind)
-        width = np.where(self.kind == 3, self.upper - self.lower, 1.0)
+        width = np.where(self.kind == LOGISTIC, self.upper - self.lower, 1.0)
         terms = jnp.select(
-            [kind == 3, (kind == 1) | (kind == 2)],
+            [kind == LOGISTIC, (kind == LOWER) | (kind == UPPER)],
             [jnp.log(width) + jax.nn.log_sigmoid(z) + jax.nn.log_sigmoid(-z), z],
             jnp.zeros_like(z),
         )
@@ -579,8 +657,8 @@ def _curvature(hessian: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.maximum(curvature, 1e-8 * max(float(np.max(curvature)), 1e-300)), vectors
 
 
-def _modes(probe: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]],
-           z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _modes(probe: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]], z: np.ndarray,
+           feasible: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The mode of -log p(z) nearest each start, by damped Newton steps; with the value, gradient and Hessian there.
 
     ``probe(z)`` gives U, grad U and the Hessian at every row of z at once. Each start takes
@@ -588,8 +666,10 @@ def _modes(probe: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarra
     left downhill), shortened to a trust radius in the infinity norm that doubles after a step
     that lowers U and shrinks fourfold after one that does not (or fails to solve). A start
     stops when the Newton decrement g^T |H|^{-1} g / 2 is below :data:`NEWTON_TOLERANCE`, so a
-    start at its mode costs one probe set and a best fit one or two. A start where U is not
-    finite keeps an infinite value.
+    start at its mode costs one probe set and a best fit one or two. ``feasible`` projects a
+    point into the walls; a step is projected too, and the decrement is taken on the projected
+    step -g^T d / 2, so a mode on a wall (the likelihood still rising beyond a bound) is found. A
+    start where U is not finite keeps an infinite value.
     """
     z = np.array(z, dtype=float)
     values, gradients, hessians = probe(z)
@@ -601,7 +681,7 @@ def _modes(probe: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarra
             if not (np.isfinite(values[k]) and np.all(np.isfinite(gradients[k])) and np.all(np.isfinite(hessians[k]))):
                 continue
             curvature, vectors = _curvature(hessians[k])
-            newton = -vectors @ ((vectors.T @ gradients[k]) / curvature)
+            newton = feasible(z[k] - vectors @ ((vectors.T @ gradients[k]) / curvature)) - z[k]
             if -0.5 * gradients[k] @ newton < NEWTON_TOLERANCE or radius[k] < 1e-10:
                 continue
             longest = float(np.max(np.abs(newton)))
@@ -845,7 +925,7 @@ def _sampler(value_and_gradient: Callable[[Any], Any], transform: Transform, n: 
         z, r, g = select(chain.going_right, right, left)
         epsilon = jnp.where(chain.going_right, chain.step_size, -chain.step_size)
         r_half = r - 0.5 * epsilon * g
-        return z + epsilon * (chain.inverse_mass @ r_half), r_half
+        return transform.move(z, r_half, epsilon, chain.inverse_mass)
 
     def step(chain: _Chain, iteration: Any, z_new: Any, r_half: Any, pe_new: Any, g_new: Any) -> tuple[_Chain, Any, Any, _Record]:
         """Finish the leapfrog step, add the leaf to the subtree, and close subtree and trajectory when due.
@@ -1055,7 +1135,10 @@ def infer(
         raise ModelError(f"max_tree_depth must lie in 1..15, got {max_tree_depth}")
     points = _validated_starts(objective, starts)
     n, n_starts = objective.size, len(points)
-    transform = Transform.for_bounds(objective.lower, objective.upper)
+    # Log-scale parameters within two bounds are sampled on their own scale between walls: their
+    # posteriors are close to normal there, and a ridge that reaches a bound stays straight.
+    transform = Transform.for_bounds(objective.lower, objective.upper,
+                                     walls=np.isin(np.asarray(objective.scales), ("log", "log10")))
     log_prior = objective.log_prior if objective.log_prior is not None else default_log_prior(objective)
     potential = _potential(objective, transform, log_prior)
     z_starts = transform.to_z(transform.inside(points))
@@ -1095,7 +1178,7 @@ def infer(
         return values[:, 0].copy(), gradients[:, 0].copy(), 0.5 * (hessians + np.swapaxes(hessians, 1, 2))
 
     refine_began = time.perf_counter()
-    z_modes, values, gradients, hessians = _modes(probe, z_starts)
+    z_modes, values, gradients, hessians = _modes(probe, z_starts, transform.within_walls)
     usable = np.flatnonzero(np.isfinite(values))
     if usable.size == 0:
         raise ModelError(
@@ -1114,7 +1197,7 @@ def infer(
     # M = H, so a momentum r ~ N(0, M) is H^{1/2} e; H^{1/2} = (R^T)^{-1} for R R^T = H^{-1}.
     mass_root = np.linalg.inv(np.swapaxes(root, 1, 2))
     draws = np.random.default_rng(seed).standard_normal((chains, n))
-    candidates = centres + np.einsum("cij,cj->ci", root, draws)
+    candidates = transform.within_walls(centres + np.einsum("cij,cj->ci", root, draws))
     step0 = min(1.0, n**-0.25)
     carry = carry._replace(
         chains=carry.chains._replace(
