@@ -1012,7 +1012,10 @@ def hiv_therapy() -> System:
         dT/dt = lambda - d T - (1 - eps) k T V,    dI/dt = (1 - eps) k T V - delta I,    dV/dt = p I - c V,
 
     cells and virions per ml, time in days; eps the efficacy of a reverse-transcriptase
-    inhibitor (0 untreated). Viral load and CD4+ count are measured.
+    inhibitor (0 untreated). Viral load and CD4+ count are measured. The efficacy is a property
+    of the treatment, known to be 0 in the untreated training experiments: declared ``fixed``, so
+    that calibration does not estimate it (untreated data only see (1 - eps) k, and an estimated
+    eps would smear k along that ridge and bias the forecast of the treated experiment).
     """
     model = Model.from_text(
         """
@@ -1025,7 +1028,7 @@ def hiv_therapy() -> System:
         delta in [0.05, 5] log = 0.49    # death of infected cells, 1/day
         p in [1, 1e5] log = 100.0        # virion production, virions/(cell day)
         c in [0.5, 50] log = 3.07        # virion clearance, 1/day
-        eps in [0, 1] = 0.0              # reverse-transcriptase inhibitor efficacy
+        eps in [0, 1] = 0.0 fixed        # reverse-transcriptase inhibitor efficacy: 0 untreated, known
         """,
         name="hiv_therapy",
     )
