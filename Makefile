@@ -50,8 +50,9 @@ demo: $(STAMP)
 	@echo "  $(DEMO)/influenza_report.html  the influenza twin: fit, posterior, profiles, interventions"
 	@echo "  lynx_hare.png, influenza.png, lynx_release.png and the CSV tables"
 
+# Tests run in two worker processes, one per core; idle workers steal queued tests.
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist worksteal
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m ''
