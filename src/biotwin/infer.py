@@ -174,8 +174,7 @@ class Transform:
 
     def within_walls(self, z: np.ndarray) -> np.ndarray:
         """``z`` with every walled coordinate clipped to its bounds (NumPy)."""
-        walled = self.kind == WALLED
-        return np.where(walled, np.clip(z, np.where(walled, self.lower, -np.inf), np.where(walled, self.upper, np.inf)), z)
+        return np.where(self.kind == WALLED, np.clip(z, self.lower, self.upper), z)
 
     def to_z(self, x: np.ndarray) -> np.ndarray:
         """z = T^{-1}(x) for x strictly inside the bounds (NumPy)."""
