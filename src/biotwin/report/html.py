@@ -3,9 +3,10 @@
 plotly.js is inlined and the equations are MathML, so the file needs no network. The plotly.js
 is its *cartesian* bundle (scatter, histogram, heat map: every trace the report draws), v4.1.1 as
 the ``plotly`` package of ``pyproject.toml`` ships it in full, vendored in ``report/vendor`` with
-its MIT licence: the full bundle (3.6 MB) took 2.2 s of the page's CPU time before drawing a
-single plot in headless Chromium 156, the cartesian one (1.5 MB) 0.8 s
-(``benchmarks/report_load.py``). Sections follow the workflow: the data and the model's fit (with 50 % and
+its MIT licence. Measured with :func:`biotwin.report.browser.drawing_time` on the browser test's
+report in headless Chromium 156, the page's CPU time with no plot drawn was 2.2 s with the full
+bundle (3.6 MB) and 0.8 s with the cartesian one (1.5 MB); the whole report 3.9-4.2 s and
+2.3-2.7 s. Sections follow the workflow: the data and the model's fit (with 50 % and
 90 % posterior predictive bands when there is a posterior), the chosen equations, discovery's
 Pareto front and term inclusion probabilities, the parameters with their profile-likelihood
 confidence intervals, identifiability verdicts and posterior credible intervals, posterior pair
