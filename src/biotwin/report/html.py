@@ -6,8 +6,10 @@ the ``plotly`` package of ``pyproject.toml`` ships it in full, vendored in ``rep
 its MIT licence. Measured with :func:`biotwin.report.browser.drawing_time` on the browser test's
 report in headless Chromium 156, the page's CPU time with no plot drawn was 2.2 s with the full
 bundle (3.6 MB) and 0.8 s with the cartesian one (1.5 MB); the whole report 3.9-4.2 s and
-2.3-2.7 s. Sections follow the workflow: the data and the model's fit (with 50 % and
-90 % posterior predictive bands when there is a posterior), the chosen equations, discovery's
+2.3-2.7 s.
+
+Sections follow the workflow: the data and the model's fit (with 50 % and 90 %
+posterior predictive bands when there is a posterior), the chosen equations, discovery's
 Pareto front and term inclusion probabilities, the parameters with their profile-likelihood
 confidence intervals, identifiability verdicts and posterior credible intervals, posterior pair
 plots, and scenario forecasts with their comparisons. A section whose results are absent is
