@@ -1,12 +1,10 @@
 """The report of a twin folder: one self-contained HTML file that opens offline.
 
 plotly.js is inlined and the equations are MathML, so the file needs no network. The plotly.js
-is its *cartesian* bundle (scatter, histogram, heat map: every trace the report draws), v4.1.1 as
-the ``plotly`` package of ``pyproject.toml`` ships it in full, vendored in ``report/vendor`` with
-its MIT licence. Measured with :func:`biotwin.report.browser.drawing_time` on the browser test's
-report in headless Chromium 156, the page's CPU time with no plot drawn was 2.2 s with the full
-bundle (3.6 MB) and 0.8 s with the cartesian one (1.5 MB); the whole report 3.9-4.2 s and
-2.3-2.7 s.
+is a bundle of v4.1.1 (the version the ``plotly`` package of ``pyproject.toml`` ships) with only
+the traces the report draws (scatter, histogram, contour, heat map), vendored in
+``report/vendor`` with its MIT licence; ``tools/plotly-bundle`` rebuilds it and gives its
+timings (the browser runs it in half the CPU time of plotly's cartesian bundle).
 
 Sections follow the workflow: the data and the model's fit (with 50 % and 90 %
 posterior predictive bands when there is a posterior), the chosen equations, discovery's
@@ -29,18 +27,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 
 from biotwin.report.folder import PRODUCED_BY, TwinResults, read_results
 from biotwin.report.posterior import MAX_PAIRS
 from biotwin.report.tables import html_table
 from biotwin.report.trajectories import Trajectory, trajectories
 
-#: plotly.js's cartesian bundle, inlined in every report.
-PLOTLY_JS = Path(__file__).parent / "vendor" / "plotly-cartesian.min.js"
+#: plotly.js with the report's traces only (see ``tools/plotly-bundle``), inlined in every report.
+PLOTLY_JS = Path(__file__).parent / "vendor" / "plotly-biotwin.min.js"
 #: Posterior draws simulated for the predictive bands.
 BAND_DRAWS = 200
-#: Posterior draws in the histograms of the pair plot, and points in each of its scatter panels.
-HISTOGRAM_DRAWS, PAIR_POINTS = 1000, 300
+#: Posterior draws in the pair plot's histograms and joint densities.
+HISTOGRAM_DRAWS = 1000
+#: Bins per axis of the pair plot's joint densities.
+PAIR_BINS = 20
+#: Filled contour levels of each joint density, evenly spaced up to its peak.
+PAIR_LEVELS = 8
 #: Time points of each simulated curve.
 GRID = 200
 #: Significant digits of the numbers in the plot data.
@@ -171,34 +174,48 @@ def inclusion_figure(inclusion: Mapping[str, Mapping[str, float]]) -> dict[str, 
     return {"data": [trace], "layout": layout}
 
 
-def pairs_figure(draws: Any, names: Sequence[str], seed: int = 0) -> dict[str, Any]:
-    """Posterior pair plot: marginal histograms on the diagonal, scatter plots of thinned draws below."""
+def pairs_figure(draws: Any, names: Sequence[str]) -> dict[str, Any]:
+    """Posterior pair plot: marginal histograms on the diagonal, joint densities of each pair below.
+
+    Like a scatter-plot matrix, the panels of a column share one x axis and those of a row one y
+    axis, labelled once on the outer edge; each histogram has its own count axis, unlabelled. The
+    joint densities are filled contours of a 2-D histogram of every draw on a
+    :data:`PAIR_BINS` squared grid, smoothed by a Gaussian of one bin's width (as corner plots do). Both choices are about
+    drawing time in the browser: per-panel axes make the browser measure n(n+1) tick sets, and a
+    scatter plot of thinned draws is thousands of SVG nodes that every later text measurement
+    lays out again; together they were most of the report's drawing time.
+    """
     n = len(names)
-    scatter = draws.subsample(PAIR_POINTS, seed)
-    gap = 0.02
-    traces, layout = [], _layout(f"Posterior pairs ({len(draws)} draws in the histograms, {len(scatter)} in the scatter plots)",
-                                 "", height=max(420, 150 * n), showlegend=False, margin={"l": 70, "r": 20, "t": 50, "b": 60})
+    gap, margin = 0.02, 0.05
+    layout = _layout(f"Posterior pairs ({len(draws)} draws)", "", height=max(420, 150 * n), showlegend=False,
+                     margin={"l": 70, "r": 20, "t": 50, "b": 60})
     del layout["xaxis"], layout["yaxis"]
-    panel = 0
+    columns = {name: np.asarray(draws.column(name), dtype=float) for name in names}
+    traces = []
     for i, row in enumerate(names):
-        for j, column in enumerate(names[: i + 1]):
-            panel += 1
-            suffix = "" if panel == 1 else str(panel)
-            x_domain = [j / n + gap, (j + 1) / n - gap]
-            y_domain = [1 - (i + 1) / n + gap, 1 - i / n - gap]
-            if i == j:
-                traces.append({"type": "histogram", "x": draws.column(row), "nbinsx": 30, "xaxis": f"x{suffix}",
-                               "yaxis": f"y{suffix}", "marker": {"color": COLOURS[0]}, "name": row})
-            else:
-                traces.append({"type": "scatter", "mode": "markers", "x": scatter.column(column),
-                               "y": scatter.column(row), "xaxis": f"x{suffix}", "yaxis": f"y{suffix}",
-                               "marker": {"size": 3, "opacity": 0.5, "color": COLOURS[0]}, "name": f"{column}, {row}"})
-            layout[f"xaxis{suffix}"] = {"domain": x_domain, "anchor": f"y{suffix}", "tickfont": {"size": 9},
-                                        "title": {"text": column if i == n - 1 else ""}}
-            layout[f"yaxis{suffix}"] = {"domain": y_domain, "anchor": f"x{suffix}", "tickfont": {"size": 9},
-                                        "title": {"text": row if j == 0 and i > 0 else ""}, "showticklabels": i != j}
-    # 2n axes with their drag layers are the slowest part of the report to draw; zoom and hover
-    # add little to a pair plot, so it is drawn static.
+        low, high = float(np.min(columns[row])), float(np.max(columns[row]))
+        span = [low - margin * (high - low), high + margin * (high - low)] if high > low else None
+        domain = [1 - (i + 1) / n + gap, 1 - i / n - gap]
+        layout[f"xaxis{i + 1}"] = {"domain": [i / n + gap, (i + 1) / n - gap], "anchor": "free", "position": 0,
+                                   "range": span, "tickfont": {"size": 9}, "title": {"text": row}}
+        layout[f"yaxis{i + 1}"] = {"domain": domain, "anchor": "free", "position": 0, "range": span,
+                                   "tickfont": {"size": 9}, "title": {"text": row}, "visible": i > 0}
+        layout[f"yaxis{n + i + 1}"] = {"domain": domain, "anchor": f"x{i + 1}", "showticklabels": False}
+        traces.append({"type": "histogram", "x": columns[row], "nbinsx": 30, "xaxis": f"x{i + 1}",
+                       "yaxis": f"y{n + i + 1}", "marker": {"color": COLOURS[0]}, "name": row})
+        for j, column in enumerate(names[:i]):
+            density, x_edges, y_edges = np.histogram2d(columns[column], columns[row], bins=PAIR_BINS)
+            density = gaussian_filter(density, 1.0).T
+            peak = float(density.max())
+            # Fixed levels from zero, so that the area below the lowest level stays transparent.
+            traces.append({"type": "contour", "x": (x_edges[1:] + x_edges[:-1]) / 2, "y": (y_edges[1:] + y_edges[:-1]) / 2,
+                           "z": density, "zmin": 0, "zmax": peak, "autocontour": False, "showscale": False,
+                           "contours": {"coloring": "fill", "showlines": False, "start": peak / PAIR_LEVELS,
+                                        "end": peak, "size": peak / PAIR_LEVELS}, "hoverinfo": "skip",
+                           "colorscale": [[0, "rgba(255,255,255,0)"], [1, COLOURS[0]]],
+                           "xaxis": f"x{j + 1}", "yaxis": f"y{i + 1}", "name": f"{column}, {row}"})
+    # Zoom and hover add little to a pair plot and their drag layers cost as much as its axes,
+    # so it is drawn static.
     return {"data": traces, "layout": layout, "config": {"staticPlot": True}}
 
 
@@ -282,7 +299,7 @@ def write_report(folder: str | Path, output: str | Path | None = None, *, draws:
     posterior_names: list[str] = []
     if results.posterior is not None:
         posterior_names = list(results.posterior.names)
-        figures["posterior"] = [pairs_figure(results.draws(HISTOGRAM_DRAWS, seed), posterior_names[:MAX_PAIRS], seed)]
+        figures["posterior"] = [pairs_figure(results.draws(HISTOGRAM_DRAWS, seed), posterior_names[:MAX_PAIRS])]
     if results.forecasts is not None:
         figures["forecasts"] = forecast_figures(results.forecasts)
     plots = []
