@@ -47,6 +47,8 @@ from biotwin.model import Model
 _NEURAL_CALL = re.compile(r"\b(NN[A-Za-z0-9_]*)\s*\(([^()]*)\)")
 #: The curriculum: the shares of the time span trained on, in turn.
 CURRICULUM = (1 / 3, 2 / 3, 1.0)
+#: Training steps run in one compiled loop between two updates of the progress bar.
+PROGRESS_EVERY = 25
 #: Weight of the neural terms' squared size (in units of the data's rates) against the scaled residuals.
 TERM_PENALTY = 1e-4
 
@@ -393,7 +395,24 @@ def train_hybrid(
     at_constant = {**start, "nets": {
         name: eqx.tree_at(lambda m: m.layers[-1].bias, network, network.layers[-1].bias + constants[name] / scale[name])
         for name, network in start["nets"].items()}}
-    step_of = jax.jit(jax.value_and_grad(loss))
+    value_and_gradient = jax.value_and_grad(loss)
+    # Clipped: near a blow-up one gradient can be astronomically large, and Adam would then take
+    # thousands of steps to forget it (its second moment) and stand still meanwhile.
+    optimiser = optax.chain(optax.clip_by_global_norm(1.0),
+                            optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=0.1)))
+
+    @jax.jit
+    def advance(weights: Any, state: Any, horizon: Any, count: Any) -> tuple[Any, Any, Any]:
+        """``count`` Adam steps in one compiled loop (a step at a time, the optimiser's update
+        dispatched from Python cost as much as the gradient through the solver)."""
+        def one(_: Any, carry: tuple[Any, Any, Any]) -> tuple[Any, Any, Any]:
+            weights, state, _ = carry
+            value, gradient = value_and_gradient(weights, horizon)
+            updates, state = optimiser.update(gradient, state)
+            return optax.apply_updates(weights, updates), state, value
+        return jax.lax.fori_loop(0, count, one, (weights, state, jnp.zeros((), weights.dtype)))
+
+    whole_span_loss = jax.jit(loss)
     t0 = float(np.min(data.plans.boundaries[:, 0]))
     total_steps = steps * len(CURRICULUM) * 2
     done = 0
@@ -402,19 +421,14 @@ def train_hybrid(
         weights = jnp.asarray(first)
         for share in CURRICULUM:
             horizon = jnp.asarray(t0 + share * span)
-            # Clipped: near a blow-up one gradient can be astronomically large, and Adam would then
-            # take thousands of steps to forget it (its second moment) and stand still meanwhile.
-            optimiser = optax.chain(optax.clip_by_global_norm(1.0),
-                                    optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=0.1)))
             state = optimiser.init(weights)
-            for _ in range(steps):
-                value, gradient = step_of(weights, horizon)
-                updates, state = optimiser.update(gradient, state)
-                weights = optax.apply_updates(weights, updates)
-                done += 1
-                if progress is not None and done % 10 == 0:
+            for begin in range(0, steps, PROGRESS_EVERY):
+                count = min(PROGRESS_EVERY, steps - begin)
+                weights, state, value = advance(weights, state, horizon, count)
+                done += count
+                if progress is not None:
                     progress(done, total_steps, f"loss {float(value):.4g} on {share:.0%} of the span")
-        value = float(step_of(weights, jnp.asarray(t0 + span))[0])
+        value = float(whole_span_loss(weights, jnp.asarray(t0 + span)))
         if np.isfinite(value) and (best is None or value < best[0]):
             best = (value, weights)
     if best is None:
