@@ -60,7 +60,7 @@ chromium:
 # Tests run in two worker processes, one per core, each taking whole files: a module-scoped
 # fixture (a fitted twin with its posterior) is then built once, not once per worker.
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=25
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m ''
