@@ -13,9 +13,9 @@ confidence intervals, identifiability verdicts and posterior credible intervals,
 plots, and scenario forecasts with their comparisons. A section whose results are absent is
 replaced by a line naming the command that produces them.
 
-Plot data are written as compact JSON with 6 significant digits, and the posterior is thinned
-for the pair plots, so a twin with a few experiments and thousands of draws stays within a few
-megabytes (most of it plotly.js).
+Plot data are written as compact JSON with 6 significant digits, and the pair plot's joint
+densities are binned, so a twin with a few experiments and thousands of draws stays within a
+few megabytes (most of it plotly.js).
 """
 
 from __future__ import annotations
@@ -179,11 +179,11 @@ def pairs_figure(draws: Any, names: Sequence[str]) -> dict[str, Any]:
 
     Like a scatter-plot matrix, the panels of a column share one x axis and those of a row one y
     axis, labelled once on the outer edge; each histogram has its own count axis, unlabelled. The
-    joint densities are filled contours of a 2-D histogram of every draw on a
-    :data:`PAIR_BINS` squared grid, smoothed by a Gaussian of one bin's width (as corner plots do). Both choices are about
-    drawing time in the browser: per-panel axes make the browser measure n(n+1) tick sets, and a
-    scatter plot of thinned draws is thousands of SVG nodes that every later text measurement
-    lays out again; together they were most of the report's drawing time.
+    joint densities are filled contours of a 2-D histogram of every draw on a :data:`PAIR_BINS`
+    squared grid, smoothed by a Gaussian of one bin's width (as corner plots do). Both choices
+    are about drawing time in the browser: per-panel axes make the browser measure n(n+1) tick
+    sets, and a scatter plot of thinned draws is thousands of SVG nodes that every later text
+    measurement lays out again; together they were most of the report's drawing time.
     """
     n = len(names)
     gap, margin = 0.02, 0.05
