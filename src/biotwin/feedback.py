@@ -307,33 +307,27 @@ def _adam(stacked: Any, start: np.ndarray, slack_scales: np.ndarray, iterations:
     import jax.numpy as jnp
     import optax
 
+    from biotwin.descent import compiled_descent
+
     def loss(weights: Any, norm: Any) -> tuple[Any, Any]:
         outputs = stacked(weights)
         violation = jax.nn.relu(-outputs[1:] / slack_scales)
         return outputs[0] / norm + PENALTY * jnp.sum(violation + violation**2), outputs
 
-    value_and_gradient = jax.value_and_grad(loss, has_aux=True)
     # Large steps first, then a cosine decay to a twentieth of them, so that the last iterates settle.
     optimiser = optax.adam(optax.cosine_decay_schedule(LEARNING_RATE, iterations, alpha=0.05))
-
-    @jax.jit
-    def step_of(weights: Any, state: Any, norm: Any) -> tuple[Any, Any, Any, Any]:
-        """The loss and outputs at ``weights`` and Adam's step from them, compiled together (the
-        optimiser's update dispatched from Python costs as much as a gradient through the solver)."""
-        (penalised, outputs), gradient = value_and_gradient(weights, norm)
-        updates, state = optimiser.update(gradient, state)
-        return penalised, outputs, optax.apply_updates(weights, updates), state
-
+    descend = compiled_descent(jax.jit(jax.value_and_grad(loss, has_aux=True)), optimiser)
     weights = jnp.asarray(start)
     state = optimiser.init(weights)
-    _, outputs, _, _ = step_of(weights, state, 1.0)
+    _, _, (_, outputs) = descend(weights, state, 1, 1.0)
     start_value = float(outputs[0])
     if not np.isfinite(start_value):
         raise ModelError("the model cannot be solved for any draw under the untrained rule; check the scenario")
     norm = max(abs(start_value), 1e-12)
     best: tuple[float, float, np.ndarray, bool] | None = None  # (rank, goal, weights, feasible)
     for step in range(1, iterations + 1):
-        penalised, outputs, following, state = step_of(weights, state, norm)
+        # One step at a time: every iterate is a candidate for the best feasible one.
+        following, state, (penalised, outputs) = descend(weights, state, 1, norm)
         outputs = np.asarray(outputs)
         feasible = bounds_hold(outputs[1:], slack_scales)
         # Feasible iterates rank by their goal, the others after them by their penalised loss.

@@ -279,6 +279,7 @@ def train_hybrid(
     from jax.flatten_util import ravel_pytree
 
     from biotwin import _jax  # noqa: F401
+    from biotwin.descent import compiled_descent
     from biotwin.likelihood import initial_function
     from biotwin.objective import to_scale
     from biotwin.simulate import Simulator
@@ -395,24 +396,12 @@ def train_hybrid(
     at_constant = {**start, "nets": {
         name: eqx.tree_at(lambda m: m.layers[-1].bias, network, network.layers[-1].bias + constants[name] / scale[name])
         for name, network in start["nets"].items()}}
-    value_and_gradient = jax.value_and_grad(loss)
+    value_and_gradient = jax.jit(jax.value_and_grad(loss))
     # Clipped: near a blow-up one gradient can be astronomically large, and Adam would then take
     # thousands of steps to forget it (its second moment) and stand still meanwhile.
     optimiser = optax.chain(optax.clip_by_global_norm(1.0),
                             optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=0.1)))
-
-    @jax.jit
-    def advance(weights: Any, state: Any, horizon: Any, count: Any) -> tuple[Any, Any, Any]:
-        """``count`` Adam steps in one compiled loop (a step at a time, the optimiser's update
-        dispatched from Python cost as much as the gradient through the solver)."""
-        def one(_: Any, carry: tuple[Any, Any, Any]) -> tuple[Any, Any, Any]:
-            weights, state, _ = carry
-            value, gradient = value_and_gradient(weights, horizon)
-            updates, state = optimiser.update(gradient, state)
-            return optax.apply_updates(weights, updates), state, value
-        return jax.lax.fori_loop(0, count, one, (weights, state, jnp.zeros((), weights.dtype)))
-
-    whole_span_loss = jax.jit(loss)
+    descend = compiled_descent(value_and_gradient, optimiser)
     t0 = float(np.min(data.plans.boundaries[:, 0]))
     total_steps = steps * len(CURRICULUM) * 2
     done = 0
@@ -424,11 +413,11 @@ def train_hybrid(
             state = optimiser.init(weights)
             for begin in range(0, steps, PROGRESS_EVERY):
                 count = min(PROGRESS_EVERY, steps - begin)
-                weights, state, value = advance(weights, state, horizon, count)
+                weights, state, value = descend(weights, state, count, horizon)
                 done += count
                 if progress is not None:
                     progress(done, total_steps, f"loss {float(value):.4g} on {share:.0%} of the span")
-        value = float(whole_span_loss(weights, jnp.asarray(t0 + span)))
+        value = float(value_and_gradient(weights, jnp.asarray(t0 + span))[0])
         if np.isfinite(value) and (best is None or value < best[0]):
             best = (value, weights)
     if best is None:
