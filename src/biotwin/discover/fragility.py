@@ -59,8 +59,11 @@ def fragile(refitter: Refitter, candidate: Candidate, seed: int = 0) -> bool:
     n_experiments, per_experiment, n_states = starts.shape
     thetas = np.where(padded.override_mask, padded.override_value, refitter.library_parameters(candidate))
     plan = Plan(*(np.repeat(np.asarray(a), per_experiment, axis=0) for a in padded.plans))
+    # The refit's own explicit solver and step budget: a start from which it stalls is as fragile
+    # as one that blows up (the implicit fallback would only compile, minutes of a discovery, to say so).
     _, _, status, _ = solve_batch(refitter.problem.model, np.repeat(thetas, per_experiment, axis=0),
-                                  starts.reshape(n_experiments * per_experiment, n_states), plan)
+                                  starts.reshape(n_experiments * per_experiment, n_states), plan,
+                                  method=refitter.problem.method)
     return bool(np.any(np.asarray(status) != OK))
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -453,24 +453,25 @@ class Distilled:
 REFIT_STARTS = 6
 
 
-def _refit_starts(model: Model, free: Sequence[str], count: int, rng: np.random.Generator) -> list[dict[str, float]]:
-    """``count`` starting points for a refit: the model's values, then random ones.
+def _refit_starts(model: Model, values: Mapping[str, float], count: int,
+                  rng: np.random.Generator) -> list[dict[str, float]]:
+    """``count`` starting points for a refit of the parameters in ``values``: those values, then random ones.
 
     A bounded parameter is drawn uniformly within its bounds (on the log scale where it is
     searched on one), an unbounded coefficient c log-uniformly in [c/3, 3c]: a network's
     estimate can be off by a factor, and a model with two similar rates (a clearance and a
     death rate) has a second minimum with the two swapped.
     """
-    starts = [{p: model.parameter(p).value for p in free}]
+    starts = [dict(values)]
     for _ in range(count - 1):
         start = {}
-        for name in free:
+        for name, value in values.items():
             p = model.parameter(name)
             if np.isfinite(p.lower) and np.isfinite(p.upper):
                 start[name] = (float(np.exp(rng.uniform(np.log(p.lower), np.log(p.upper)))) if p.scale == "log10"
                                else float(rng.uniform(p.lower, p.upper)))
             else:
-                start[name] = p.value * float(np.exp(rng.uniform(-np.log(3), np.log(3))))
+                start[name] = value * float(np.exp(rng.uniform(-np.log(3), np.log(3))))
         starts.append(start)
     return starts
 
@@ -509,29 +510,66 @@ def distill(hybrid: HybridFit, dataset: Dataset, *, families: Sequence[str] = ("
             raise ModelError(f"no sparse closed form of at most {max_terms} terms for {term.name}; raise max_terms")
         options.append([tuple((library.terms[i].expr, float(s.coefficients[i])) for i in s.indices) for s in supports])
     kept = [replace(p, value=hybrid.parameters[p.name]) for p in model.parameters if p.name in skeleton.known_parameters]
+    # One library model holds every closed form any candidate uses, each with its own coefficient
+    # (0 unless the candidate uses it): it is compiled once, and each candidate is a choice of
+    # which coefficients its refit frees. Compiling each candidate's model apart took most of the time.
+    coefficient: dict[tuple[int, int], str] = {}
+    substitutions: dict[sympy.Symbol, sympy.Expr] = {}
+    forms: list[list[sympy.Expr]] = []
+    for t, (term, supports) in enumerate(zip(skeleton.terms, options)):
+        used = list(dict.fromkeys(expr for support in supports for expr, _ in support))
+        forms.append(used)
+        coefficient.update({(t, i): f"{term.name}_{i}" for i in range(len(used))})
+        substitutions[sympy.Symbol(term.name)] = sympy.Add(*(sympy.Symbol(coefficient[(t, i)]) * expr
+                                                             for i, expr in enumerate(used)))
+        options[t] = [tuple((used.index(expr), value) for expr, value in support) for support in supports]
+    library_model = replace(
+        model, rhs=tuple(sympy.sympify(e).subs(substitutions) for e in model.rhs),
+        parameters=(*kept, *(Parameter(name, 0.0) for name in coefficient.values())),
+    )
+    problem = TrajectoryProblem(library_model, dataset, max_free=len(library_model.free_parameter_names), weights="log")
+    trained = [p.name for p in kept if not p.fixed]
     best: tuple[float, Distilled] | None = None
     for choice in itertools.product(*options):
-        substitutions, parameters = {}, list(kept)
-        for term, pieces in zip(skeleton.terms, choice):
-            symbols = [sympy.Symbol(f"{term.name}_{k}") for k in range(len(pieces))]
-            parameters += [Parameter(str(sym), value) for sym, (_, value) in zip(symbols, pieces)]
-            substitutions[sympy.Symbol(term.name)] = sympy.Add(*(sym * expr for sym, (expr, _) in zip(symbols, pieces)))
-        rhs = tuple(sympy.sympify(e).subs(substitutions) for e in model.rhs)
-        candidate = replace(model, rhs=rhs, parameters=tuple(parameters), name=f"{model.name or 'hybrid'} (distilled)")
-        free = candidate.free_parameter_names
-        problem = TrajectoryProblem(candidate, dataset, max_free=len(free), weights="log")
-        fits = [problem.fit(free, start=start) for start in _refit_starts(candidate, free, starts, rng)]
+        values = {p: hybrid.parameters[p] for p in trained}
+        values.update({coefficient[(t, i)]: value for t, pieces in enumerate(choice) for i, value in pieces})
+        fits = [problem.fit(list(start), start=start) for start in _refit_starts(library_model, values, starts, rng)]
         refit = min(fits, key=lambda f: f.rss if f.success and np.isfinite(f.rss) else np.inf)
         score = refit.bic if criterion == "bic" else refit.aicc
         if refit.success and np.isfinite(score) and (best is None or score < best[0]):
-            # The refit keeps every parameter within its bounds.
-            fitted = tuple(replace(p, value=refit.parameters[p.name]) for p in candidate.parameters)
-            numbers = {sympy.Symbol(p.name): p.value for p in fitted}
-            expressions = {str(n): form.subs(numbers) for n, form in substitutions.items()}
-            best = (score, Distilled(expressions, replace(candidate, parameters=fitted), refit))
+            best = (score, _distilled(skeleton, kept, forms, choice, coefficient, refit))
     if best is None:
         raise ModelError("no distilled model could be refitted on the trajectories; train the hybrid model longer")
     return best[1]
+
+
+def _distilled(skeleton: Skeleton, kept: Sequence[Any], forms: Sequence[Sequence[sympy.Expr]],
+               choice: Sequence[tuple[tuple[int, float], ...]], coefficient: Mapping[tuple[int, int], str],
+               refit: Any) -> Distilled:
+    """The skeleton with the closed forms ``choice`` picks, at the coefficients of ``refit`` (a fit of the library model).
+
+    ``forms[t]`` are the closed forms of neural term t the library model holds, and ``choice[t]``
+    the (form index, starting value) pairs of this candidate; the coefficients become parameters
+    ``<term>_<k>``, k counting the candidate's forms of that term.
+    """
+    from biotwin.model import Parameter
+
+    model = skeleton.model
+    parameters = [replace(p, value=refit.parameters[p.name]) for p in kept]
+    renamed = {p.name: p.name for p in kept}
+    substitutions, expressions = {}, {}
+    for t, (term, pieces) in enumerate(zip(skeleton.terms, choice)):
+        symbols = [sympy.Symbol(f"{term.name}_{k}") for k in range(len(pieces))]
+        for symbol, (i, _) in zip(symbols, pieces):
+            renamed[coefficient[(t, i)]] = str(symbol)
+            parameters.append(Parameter(str(symbol), refit.parameters[coefficient[(t, i)]]))
+        substitutions[sympy.Symbol(term.name)] = sympy.Add(*(s * forms[t][i] for s, (i, _) in zip(symbols, pieces)))
+        expressions[term.name] = sympy.Add(*(refit.parameters[coefficient[(t, i)]] * forms[t][i] for i, _ in pieces))
+    distilled = replace(model, rhs=tuple(sympy.sympify(e).subs(substitutions) for e in model.rhs),
+                        parameters=tuple(parameters), name=f"{model.name or 'hybrid'} (distilled)")
+    fit = replace(refit, model=distilled, free=tuple(renamed[n] for n in refit.free),
+                  parameters={renamed[n]: v for n, v in refit.parameters.items() if n in renamed})
+    return Distilled(expressions, distilled, fit)
 
 
 def hybrid_record(hybrid: HybridFit, distilled: Distilled, dataset: Dataset) -> dict[str, Any]:
