@@ -58,9 +58,11 @@ chromium:
 		else echo "chromium could not be installed (no root or no network): the browser test will be skipped"; fi; }
 
 # Tests run in two worker processes, one per core, each taking whole files: a module-scoped
-# fixture (a fitted twin with its posterior) is then built once, not once per worker.
+# fixture (a fitted twin with its posterior) is then built once, not once per worker. Files go
+# out in collection order, longest first (tests/conftest.py), not xdist's default of most tests
+# first, which left the few minute-long hybrid tests for one worker at the end.
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=25
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m ''

@@ -21,6 +21,9 @@ from tests.conftest import EXAMPLES
 from tests.test_cli import assert_user_error, run
 
 
+# Slow (100 s): the lynx-hare test below checks the same learning and distillation into mass action
+# on real data, through the command line, in the default suite.
+@pytest.mark.slow
 def test_unknown_interactions_are_learned_and_distilled_into_mass_action_terms() -> None:
     # The classic universal-ODE test: 31 points on [0, 3] with 5 % noise, the interactions unknown.
     truth = Model.from_text("dx/dt = 1.3*x - 0.9*x*y\ndy/dt = -0.8*y + 1.8*x*y")
