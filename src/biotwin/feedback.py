@@ -316,10 +316,12 @@ def _adam(stacked: Any, start: np.ndarray, slack_scales: np.ndarray, iterations:
 
     # Large steps first, then a cosine decay to a twentieth of them, so that the last iterates settle.
     optimiser = optax.adam(optax.cosine_decay_schedule(LEARNING_RATE, iterations, alpha=0.05))
-    descend = compiled_descent(jax.jit(jax.value_and_grad(loss, has_aux=True)), optimiser)
+    value_and_gradient = jax.jit(jax.value_and_grad(loss, has_aux=True))
+    descend = compiled_descent(value_and_gradient, optimiser)
     weights = jnp.asarray(start)
     state = optimiser.init(weights)
-    _, _, (_, outputs) = descend(weights, state, 1, 1.0)
+    # The untrained rule's goal: the loss alone, through the trace the descent shares (no step taken).
+    (_, outputs), _ = value_and_gradient(weights, 1.0)
     start_value = float(outputs[0])
     if not np.isfinite(start_value):
         raise ModelError("the model cannot be solved for any draw under the untrained rule; check the scenario")

@@ -671,10 +671,9 @@ def _modes(probe: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarra
     :data:`NEWTON_MAX_RADIUS`) after a step that lowers U and shrinks fourfold after one that
     does not (or fails to solve). A start stops when the Newton decrement g^T |H|^{-1} g / 2 is
     below :data:`NEWTON_TOLERANCE`, so a start at its mode costs one probe set and a best fit one
-    or two. ``feasible`` projects a
-    point into the walls; a step is projected too, and the decrement is taken on the projected
-    step -g^T d / 2, so a mode on a wall (the likelihood still rising beyond a bound) is found. A
-    start where U is not finite keeps an infinite value.
+    or two. ``feasible`` projects a point into the walls; a step is projected too, and the
+    decrement is taken on the projected step -g^T d / 2, so a mode on a wall (the likelihood still
+    rising beyond a bound) is found. A start where U is not finite keeps an infinite value.
     """
     z = np.array(z, dtype=float)
     values, gradients, hessians = probe(z)

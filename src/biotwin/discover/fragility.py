@@ -59,8 +59,9 @@ def fragile(refitter: Refitter, candidate: Candidate, seed: int = 0) -> bool:
     n_experiments, per_experiment, n_states = starts.shape
     thetas = np.where(padded.override_mask, padded.override_value, refitter.library_parameters(candidate))
     plan = Plan(*(np.repeat(np.asarray(a), per_experiment, axis=0) for a in padded.plans))
-    # The refit's own explicit solver and step budget: a start from which it stalls is as fragile
-    # as one that blows up (the implicit fallback would only compile, minutes of a discovery, to say so).
+    # The refit's explicit method, without the implicit fallback: a start from which it runs out of
+    # steps is as fragile as one that blows up (compiling the fallback only to say so took up to
+    # minutes of a discovery).
     _, _, status, _ = solve_batch(refitter.problem.model, np.repeat(thetas, per_experiment, axis=0),
                                   starts.reshape(n_experiments * per_experiment, n_states), plan,
                                   method=refitter.problem.method)
