@@ -100,6 +100,22 @@ def test_hill_terms_cover_exponents_one_to_four_on_the_grid() -> None:
     assert merged.terms[merged.labels.index("x/(3.2 + x)")].family == "michaelis_menten"
 
 
+def test_substrate_inhibition_terms_peak_at_their_grid_constant() -> None:
+    X = np.column_stack([np.linspace(0.0, 10.0, 40), np.linspace(0.1, 1.0, 40)])
+    lib = build_library(("x", "y"), X, ("substrate_inhibition",))
+    grid_x, grid_y = k_grid(0.0, 10.0), k_grid(0.1, 1.0)
+    expected = {x / (sympy.Float(K**2) + x**2) for K in grid_x} | {y / (sympy.Float(K**2) + y**2) for K in grid_y}
+    expected |= {y * x / (sympy.Float(K**2) + x**2) for K in grid_x} | {x * y / (sympy.Float(K**2) + y**2) for K in grid_y}
+    assert exprs(lib) == expected
+    assert "y*x/(3.2^2 + x^2)" in lib.labels
+    # x/(K^2 + x^2) rises, peaks at x = K and falls beyond: the shape no Hill or MM term has.
+    single = build_library(("x",), {"x": (0.0, 10.0)}, ("substrate_inhibition",))
+    term = single.subset([single.labels.index("x/(3.2^2 + x^2)")])
+    values = term.evaluate(np.array([[1.6], [3.2], [6.4]]))[:, 0]
+    assert values[1] > values[0] and values[1] > values[2]
+    assert values[1] == pytest.approx(1 / (2 * 3.2))
+
+
 def test_trigonometric_and_exponential_families() -> None:
     X = np.random.default_rng(2).uniform(-1, 2, (40, 2))
     lib = build_library(("x", "y"), X, ("trigonometric", "exponential"), options=LibraryOptions(frequencies=(1.0, 2.0)))

@@ -106,3 +106,29 @@ def test_pruning_swaps_a_look_alike_with_an_inner_constant_for_the_plain_term(lo
     best = min([start, *tried], key=lambda c: c.bic)
     assert best.structure == ((1, 2),)
     assert best.fit.parameters[refitter.names[(0, 1)]] == pytest.approx(1.8, rel=0.1)
+
+
+def test_fitting_a_michaelis_constant_off_the_grid_recovers_it_and_names_it() -> None:
+    """S' = -1.2 S/(0.7 + S): the grid offers S/(2 + S). Held fixed, K = 2 leaves a misfit the
+    coefficient cannot absorb; fitted (``fit_inner``), K comes back near 0.7 and the fit is better,
+    at the same parameter count for the criterion (the fixed K was counted too)."""
+    s = sympy.Symbol("S")
+    vmax, km = sympy.symbols("vmax km")
+    truth = Model(("S",), (-vmax * s / (km + s),), parameters=(Parameter("vmax", 1.2), Parameter("km", 0.7)))
+    times = np.linspace(0.0, 6.0, 50)
+    clean = simulate(truth, y0={"S": 4.0}, times=times).state("S")
+    noisy = clean * (1 + 0.02 * np.random.default_rng(3).standard_normal(times.size))
+    data = Dataset((Experiment("run", times, ("S",), noisy[:, None]),))
+    terms = [s / (sympy.Float(2.0) + s)]
+    fixed = Refitter(data, ("S",), terms, 1, max_evaluations=60).fit(((0,),), {(0, 0): -1.0}, "rational")
+    tuner = Refitter(data, ("S",), terms, 2, max_evaluations=60, fit_inner=True)
+    tuned = tuner.resume(fixed, origin="rational, tuned")
+    assert tuner.inner_parameters == {0: (Parameter("k0_0", 2.0, 0.2, 20.0),)}
+    assert tuned.fit.parameters["k0_0"] == pytest.approx(0.7, rel=0.1)
+    assert tuned.fit.parameters[tuner.names[(0, 0)]] == pytest.approx(-1.2, rel=0.1)
+    assert tuned.fit.rss < fixed.fit.rss / 2
+    assert tuned.n_parameters == fixed.n_parameters and tuned.inner_constants == 0
+    assert tuned.bic < fixed.bic and tuned.origin == "rational, tuned"
+    # The tuned model carries K as a parameter at its fitted value.
+    assert tuned.model.parameter("k0_0").value == pytest.approx(tuned.fit.parameters["k0_0"])
+    assert sympy.Symbol("k0_0") in tuned.model.rhs[0].free_symbols

@@ -32,7 +32,7 @@ PERTURBATION = 0.1
 #: Perturbed starts per experiment, besides the measured one.
 DRAWS = 4
 #: Candidates checked, best first, before giving up and keeping the criterion's choice.
-MAX_CHECKED = 6
+MAX_CHECKED = 10
 
 
 def perturbed_starts(refitter: Refitter, candidate: Candidate, seed: int = 0) -> np.ndarray:

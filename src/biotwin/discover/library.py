@@ -17,26 +17,29 @@ Every family is *data*: a :class:`Family` entry in :data:`FAMILIES` holding one 
 ``(states, ranges, options) -> terms``, where ``ranges`` is the (low, high) interval of each state in
 the data. With x_j a state, K a grid constant and n a Hill exponent:
 
-=====================  ==========================================================================
-``constant``           1
-``linear``             x_j (first-order kinetics: decay, conversion, transport)
-``polynomial``         every monomial of total degree 1..d; d = ``options.degree``, by default 3 for
-                       one or two states and 2 for more (cubic libraries of three or more states
-                       are large and collinear; ask for them explicitly)
-``mass_action``        the degree-2 monomials x_i x_j (i <= j, squares included: dimerisation).
-                       Equal to part of ``polynomial``; kept as its own name so priors can speak of it
-``michaelis_menten``   x_j/(K + x_j) and x_i x_j/(K + x_j) for i != j (an enzyme or carrier x_i
-                       saturating in its substrate x_j), K on the grid of x_j
-``hill_activation``    x_j^n/(K^n + x_j^n), n in ``options.hill_exponents`` (1, 2, 3, 4), K on the grid
-``hill_repression``    K^n/(K^n + x_j^n), same n and K
-``trigonometric``      sin(w x_j), cos(w x_j) for w in ``options.frequencies`` (default 1 only: ODEBench's
-                       trigonometric right-hand sides use sin/cos of a state; add e.g. (0.5, 1, 2)
-                       for other periods)
-``exponential``        exp(-x_j) and x_i exp(-x_j) for every i (decay of an activity with a dose,
-                       Arrhenius-like and Gompertz-like forms). Built only for states with
-                       x_j >= -``options.exp_limit`` (50) on the data, so exp(-x_j) <= e^50 and cannot
-                       overflow or swamp the other columns
-=====================  ==========================================================================
+==========================  ==========================================================================
+``constant``                1
+``linear``                  x_j (first-order kinetics: decay, conversion, transport)
+``polynomial``              every monomial of total degree 1..d; d = ``options.degree``, by default 3 for
+                            one or two states and 2 for more (cubic libraries of three or more states
+                            are large and collinear; ask for them explicitly)
+``mass_action``             the degree-2 monomials x_i x_j (i <= j, squares included: dimerisation).
+                            Equal to part of ``polynomial``; kept as its own name so priors can speak of it
+``michaelis_menten``        x_j/(K + x_j) and x_i x_j/(K + x_j) for i != j (an enzyme or carrier x_i
+                            saturating in its substrate x_j), K on the grid of x_j
+``hill_activation``         x_j^n/(K^n + x_j^n), n in ``options.hill_exponents`` (1, 2, 3, 4), K on the grid
+``hill_repression``         K^n/(K^n + x_j^n), same n and K
+``substrate_inhibition``    x_j/(K^2 + x_j^2) and x_i x_j/(K^2 + x_j^2) for i != j: a rate that peaks at
+                            x_j = K and falls beyond (Andrews' substrate inhibition), K on the grid
+``trigonometric``           sin(w x_j), cos(w x_j) for w in ``options.frequencies`` (default 1 only: ODEBench's
+                            trigonometric right-hand sides use sin/cos of a state; add e.g. (0.5, 1, 2)
+                            for other periods)
+``exponential``             exp(-x_j) and x_i exp(-x_j) for every i (decay of an activity with a dose,
+                            Arrhenius-like and Gompertz-like forms). Built only for states with
+                            x_j >= -``options.exp_limit`` (50) on the data, so exp(-x_j) <= e^50 and cannot
+                            overflow or swamp the other columns
+``logarithmic``             log x_j and x_j log x_j for states positive on the data (Gompertz growth)
+==========================  ==========================================================================
 
 User terms (``user=`` of :func:`build_library`, or :func:`user_terms`) are SymPy expressions or
 model-language strings (parsed with :func:`biotwin.model.parse_expression`) of the states and
@@ -373,6 +376,26 @@ def _hill(states: tuple[str, ...], ranges: Ranges, options: LibraryOptions, repr
     return tuple(terms)
 
 
+def _substrate_inhibition(states: tuple[str, ...], ranges: Ranges, options: LibraryOptions) -> tuple[Term, ...]:
+    """x_j/(K^2 + x_j^2) and x_i x_j/(K^2 + x_j^2) for i != j, K on the grid of x_j.
+
+    A rate that rises with its substrate x_j, peaks at x_j = K and falls beyond: substrate
+    inhibition in Andrews' form, S/(K_s + S^2/K_i) (Haldane's S/(K_s + S + S^2/K_i) where the
+    first-order term of the denominator is negligible), with K^2 = K_s K_i. The chlorine
+    dioxide-iodine-malonic acid and bacterial-respiration models have it, times a second state.
+    """
+    terms = []
+    for j, xj in enumerate(states):
+        x = _sym(xj)
+        for K in k_grid(*ranges[j], options):
+            K2, k2 = sympy.Float(K**2), f"{_num(K)}^2"
+            terms.append(Term(x / (K2 + x**2), "substrate_inhibition", f"{xj}/({k2} + {xj}^2)"))
+            for i, xi in enumerate(states):
+                if i != j:
+                    terms.append(Term(_sym(xi) * x / (K2 + x**2), "substrate_inhibition", f"{xi}*{xj}/({k2} + {xj}^2)"))
+    return tuple(terms)
+
+
 def _hill_activation(states: tuple[str, ...], ranges: Ranges, options: LibraryOptions) -> tuple[Term, ...]:
     return _hill(states, ranges, options, repression=False)
 
@@ -429,6 +452,7 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
             Family("michaelis_menten", "x_j/(K + x_j), x_i x_j/(K + x_j)", _michaelis_menten),
             Family("hill_activation", "x_j^n/(K^n + x_j^n)", _hill_activation),
             Family("hill_repression", "K^n/(K^n + x_j^n)", _hill_repression),
+            Family("substrate_inhibition", "x_j/(K^2 + x_j^2), x_i x_j/(K^2 + x_j^2)", _substrate_inhibition),
             Family("trigonometric", "sin(w x_j), cos(w x_j)", _trigonometric),
             Family("exponential", "exp(-x_j), x_i exp(-x_j)", _exponential),
             Family("logarithmic", "log x_j, x_j log x_j (positive states)", _logarithmic),

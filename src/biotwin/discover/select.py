@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import sympy
@@ -144,6 +144,12 @@ class Refitter:
     state values then input values, e.g. the smoothed measurements) let :meth:`projected` start a smaller structure
     from the vector field of a larger one. ``given`` names states whose whole equation the skeleton
     gives (a hidden dosing compartment) with their initial value, which the models declare.
+
+    With ``fit_inner``, the numbers inside the terms (a Michaelis constant from the grid, a symbolic
+    term's constants) become parameters ``k<term>_<i>`` fitted with the coefficients, each within
+    :data:`INNER_RANGE` of its value; ``max_terms`` must then count them too. The criterion counts
+    them either way, so a candidate whose numbers are fitted is scored on the same parameter count
+    as the one that held them fixed.
     """
 
     def __init__(
@@ -165,6 +171,7 @@ class Refitter:
         samples: np.ndarray | None = None,
         inputs: Sequence[str] = (),
         given: Mapping[str, float] | None = None,
+        fit_inner: bool = False,
     ) -> None:
         from biotwin.model import Observable
 
@@ -173,6 +180,13 @@ class Refitter:
         # Only the terms some structure uses enter the compiled model: every solver step evaluates
         # (and differentiates) all of them, so a smaller library model is a faster one.
         used = sorted(set(range(len(self.terms)) if used is None else used))
+        #: Numbers inside each term (a symbolic term's constants, a Michaelis constant).
+        self.inner = [len(t.atoms(sympy.Float)) for t in self.terms]
+        #: With ``fit_inner``, the parameters that stand for the numbers inside each used term, and
+        #: the terms written with them; otherwise the terms as they are, their numbers fixed.
+        numbers = {j: _inner_parameters(j, self.terms[j]) for j in used} if fit_inner else {}
+        self.inner_parameters = {j: tuple(p for _, p in pairs) for j, pairs in numbers.items()}
+        self.shapes = {j: self.terms[j].xreplace({f: sympy.Symbol(p.name) for f, p in numbers.get(j, ())}) for j in used}
         self.signs = dict(signs or {})
         self.skeleton = dict(skeleton or {})
         self.skeleton_parameters = tuple(skeleton_parameters)
@@ -184,20 +198,19 @@ class Refitter:
         coefficients = [Parameter(self.names[key], 0.0, *_sign_bounds(self.signs.get(key, 0))) for key in self.names]
         rhs = []
         for k, state in enumerate(states):
-            expression = sum((sympy.Symbol(self.names[(k, j)]) * t for j, t in enumerate(self.terms) if (k, j) in self.names),
+            expression = sum((sympy.Symbol(self.names[(k, j)]) * self.shapes[j] for j in used if (k, j) in self.names),
                              sympy.Integer(0))
             rhs.append(expression + self.skeleton.get(state, sympy.Integer(0)))
         rhs = _with_dependent(states, rhs, self.dependent)
         self.observed = tuple(Observable(n, e) for n, e in (observables or {}).items())
-        library_model = Model(states, tuple(rhs), parameters=tuple(coefficients) + self.skeleton_parameters,
+        inner = tuple(p for j in used for p in self.inner_parameters.get(j, ()))
+        library_model = Model(states, tuple(rhs), parameters=tuple(coefficients) + inner + self.skeleton_parameters,
                               observables=self.observed, inputs=self.inputs, initial=self.given)
         self.problem = TrajectoryProblem(library_model, dataset, max_free=max_terms + len(self.skeleton_parameters),
                                          weights=weights, nonnegative=nonnegative, max_steps=CANDIDATE_MAX_STEPS)
         #: Every term at every sample (terms no structure uses, and non-finite values, stay 0).
         self.term_values = None if samples is None else _term_values((*states, *self.inputs), self.terms, used,
                                                                        samples)
-        #: Numbers fitted inside each term (a symbolic term's constants, a Michaelis constant).
-        self.inner = [len(t.atoms(sympy.Float)) for t in self.terms]
 
     def projected(self, candidate: Candidate, structure: Structure) -> dict[tuple[int, int], float]:
         """Starting coefficients for ``structure`` (a sub-structure of ``candidate``'s): per state,
@@ -275,20 +288,28 @@ class Refitter:
         begin = {self.names[key]: _clip(start[key], self.signs.get(key, 0)) for key in members if key in start}
         return self._fit(structure, begin, origin, max_evaluations or self.max_evaluations)
 
-    def resume(self, candidate: Candidate, max_evaluations: int | None = None) -> Candidate:
-        """Go on refitting a candidate from where an earlier (shorter) fit of it stopped."""
+    def resume(self, candidate: Candidate, max_evaluations: int | None = None, origin: str | None = None) -> Candidate:
+        """Go on refitting a candidate from where an earlier (shorter) fit of it stopped.
+
+        A refitter that fits the numbers inside terms resumes a fit that held them fixed from
+        those same numbers (``origin`` then says so).
+        """
         begin = {name: float(candidate.fit.parameters[name]) for name in candidate.fit.free}
         initial = np.array([[candidate.fit.initial[e.name][s] for s in self.states] for e in self.problem.dataset])
-        return self._fit(candidate.structure, begin, candidate.origin, max_evaluations or self.max_evaluations, initial)
+        return self._fit(candidate.structure, begin, origin or candidate.origin, max_evaluations or self.max_evaluations,
+                         initial)
 
     def _fit(self, structure: Structure, begin: Mapping[str, float], origin: str, max_evaluations: int,
              initial: np.ndarray | None = None) -> Candidate:
         members = [(k, j) for k, terms_k in enumerate(structure) for j in terms_k]
-        free = [self.names[key] for key in members] + [p.name for p in self.skeleton_parameters]
+        used = sorted({j for terms_k in structure for j in terms_k})
+        inner = [p.name for j in used for p in self.inner_parameters.get(j, ())]
+        free = [self.names[key] for key in members] + inner + [p.name for p in self.skeleton_parameters]
         result = self.problem.fit(free, start=begin, initial=initial, max_evaluations=max_evaluations)
         model = self._candidate_model(result, structure)
-        used = {j for terms_k in structure for j in terms_k}
-        return Candidate(model, result, structure, origin, _complexity(model), sum(self.inner[j] for j in used))
+        # Numbers fitted here are free parameters of the fit already; fixed ones are counted apart.
+        fixed = sum(self.inner[j] for j in used if j not in self.inner_parameters)
+        return Candidate(model, result, structure, origin, _complexity(model), fixed)
 
     def _candidate_model(self, result: Fit, structure: Structure) -> Model:
         """The candidate alone: its terms with their coefficients as parameters at the fitted values,
@@ -299,8 +320,11 @@ class Refitter:
             for j in structure[k]:
                 name = self.names[(k, j)]
                 parameters.append(Parameter(name, float(result.parameters[name])))
-                expression = expression + sympy.Symbol(name) * self.terms[j]
+                expression = expression + sympy.Symbol(name) * self.shapes[j]
             rhs.append(expression)
+        for j in sorted({j for terms_k in structure for j in terms_k}):
+            parameters += [replace(p, value=float(np.clip(result.parameters[p.name], p.lower, p.upper)))
+                           for p in self.inner_parameters.get(j, ())]
         rhs = _with_dependent(self.states, rhs, self.dependent)
         fitted_skeleton = tuple(
             Parameter(p.name, float(np.clip(result.parameters[p.name], p.lower, p.upper)), p.lower, p.upper, p.scale)
@@ -397,6 +421,24 @@ def _term_values(variables: tuple[str, ...], terms: Sequence[sympy.Expr], used: 
     values = np.zeros((len(samples), len(terms)))
     values[:, list(used)] = Library(variables, tuple(Term(terms[j], "refit") for j in used)).evaluate(samples)
     return np.where(np.isfinite(values), values, 0.0)
+
+
+#: How far a fitted inner number may move from the library's or symbolic regression's value: a
+#: factor of ten either way, its sign kept. Fitting refines a Michaelis constant found on a coarse
+#: grid or a constant symbolic regression fitted to noisy derivatives; it does not search anew.
+INNER_RANGE = 10.0
+
+
+def _inner_parameters(j: int, term: sympy.Expr) -> tuple[tuple[sympy.Float, Parameter], ...]:
+    """The numbers inside term ``j`` as parameters ``k<j>_<i>`` at their values, each within
+    :data:`INNER_RANGE` of it."""
+    numbers = sorted(term.atoms(sympy.Float), key=float)
+    pairs = []
+    for i, number in enumerate(numbers):
+        value = float(number)
+        low, high = sorted((value / INNER_RANGE, value * INNER_RANGE))
+        pairs.append((number, Parameter(f"k{j}_{i}", value, low, high)))
+    return tuple(pairs)
 
 
 def _sign_bounds(sign: int) -> tuple[float, float, str]:
