@@ -21,7 +21,7 @@ parameter overrides are the refit's own.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 
 import numpy as np
 
@@ -68,17 +68,23 @@ def fragile(refitter: Refitter, candidate: Candidate, seed: int = 0) -> bool:
     return bool(np.any(np.asarray(status) != OK))
 
 
-def robust_choice(candidates: Candidates, refitter_of: Callable[[Candidate], Refitter], seed: int = 0) -> Candidates:
+def robust_choice(candidates: Candidates, refitter_of: Callable[[Candidate], Refitter], seed: int = 0,
+                  verdicts: MutableMapping[Candidate, bool] | None = None) -> Candidates:
     """``candidates`` with the choice moved off fragile candidates (checked best first, at most MAX_CHECKED).
 
     ``refitter_of`` gives the refitter that fitted a candidate. When every candidate checked is
     fragile, the criterion's own choice stands: a fragile model is still the best description of
-    the data on hand.
+    the data on hand. ``verdicts`` holds {candidate: fragile} from earlier checks, read and filled,
+    so that choosing again among more candidates does not solve the same ones twice.
     """
+    verdicts = {} if verdicts is None else verdicts
     excluded: set[int] = set()
     current = candidates
     for _ in range(MAX_CHECKED):
-        if not fragile(refitter_of(current.chosen), current.chosen, seed):
+        chosen = current.chosen
+        if chosen not in verdicts:
+            verdicts[chosen] = fragile(refitter_of(chosen), chosen, seed)
+        if not verdicts[chosen]:
             return current
         excluded.add(current.chosen_index)
         if len(excluded) == len(candidates.candidates):
