@@ -21,8 +21,10 @@ from biotwin.discover.library import (
     k_grid,
     user_terms,
 )
+from biotwin.discover.refine import refine
 from biotwin.discover.sparse import (
     Support,
+    best_subsets,
     choose,
     cv_errors,
     inclusion_probabilities,
@@ -313,6 +315,44 @@ def test_michaelis_menten_data_select_the_saturating_term_not_a_polynomial() -> 
             assert np.all(bagged.probabilities[:4] < 0.5)
             assert np.flatnonzero(bagged.median_coefficients).tolist() == [lib.labels.index(nearest)]
             assert bagged.median_coefficients[lib.labels.index(nearest)] == pytest.approx(-1.0, rel=0.05)
+
+
+def test_best_subsets_equal_an_exhaustive_search_with_required_terms_and_signs() -> None:
+    from itertools import combinations
+
+    rng = np.random.default_rng(3)
+    theta = rng.normal(size=(120, 12))
+    theta[:, 5] = theta[:, 4] + 1e-4 * rng.normal(size=120)  # a near-copy of term 4
+    target = 2.0 * theta[:, 3] - 0.7 * theta[:, 7] + 0.3 * theta[:, 4] + 0.1 * rng.normal(size=120)
+
+    def brute(size: int, required: tuple[int, ...], signs: dict[int, int]) -> tuple[int, ...]:
+        fits = []
+        for extra in combinations([j for j in range(12) if j not in required], size):
+            idx = sorted((*required, *extra))
+            coefficients = np.linalg.lstsq(theta[:, idx], target, rcond=None)[0]
+            if all(np.sign(coefficients[idx.index(j)]) == sign for j, sign in signs.items() if j in extra):
+                fits.append((float(np.sum((theta[:, idx] @ coefficients - target) ** 2)), tuple(idx)))
+        return min(fits)[1]
+
+    for required, signs in (((), {}), ((0,), {}), ((), {7: 1})):
+        found = best_subsets(theta, target, required=required, signs=signs or None)
+        assert [s.indices for s in found] == [brute(1, required, signs), brute(2, required, signs)]
+        assert all(s.n_terms == len(required) + k for k, s in zip((1, 2), found))
+    assert best_subsets(theta, target)[1].indices == (3, 7)
+    assert best_subsets(theta, target, signs={7: 1})[1].indices != (3, 7)
+
+
+def test_refine_fits_a_michaelis_constant_between_grid_points_on_the_rates() -> None:
+    # S' = -1.5 S/(1.1 + S): the library offers S/(0.63 + S) and S/(1.6 + S); the fit on the rates
+    # moves the nearest grid constant to the true one, and the coefficient with it.
+    S = np.linspace(0.05, 5.0, 80)[:, None]
+    rates = -1.5 * S[:, 0] / (1.1 + S[:, 0])
+    s = sympy.Symbol("S")
+    (term,), (coefficient,) = refine([s / (s + sympy.Float(1.6))], ("S",), S, rates)
+    (number,) = term.atoms(sympy.Float)
+    assert float(number) == pytest.approx(1.1, rel=1e-3) and coefficient == pytest.approx(-1.5, rel=1e-3)
+    assert refine([s / (s + sympy.Float(1.6))], ("S",), S, rates, fixed={s / (s + sympy.Float(1.6))}) is None
+    assert refine([s, s**2], ("S",), S, rates) is None  # no number inside the terms
 
 
 def test_required_forbidden_and_sign_constraints(lv) -> None:

@@ -37,6 +37,7 @@ import sympy
 from biotwin.data import Dataset
 from biotwin.discover.depots import chosen_rate, depot_levels, hidden_depots
 from biotwin.discover.fragility import robust_choice
+from biotwin.discover.library import user_terms as parse_terms
 from biotwin.discover.prior import Prior
 from biotwin.discover.select import (INDISTINGUISHABLE, Candidates, Refitter, Structure, choose, eliminate,
                                      structure_key)
@@ -135,14 +136,21 @@ def discover(
         rungs = _rungs(variables, X, dX, options, user_terms)
         terms: list[sympy.Expr] = []
         structures: list = []
+        # Numbers the user wrote into a term are theirs; only the library's grid numbers are refined.
+        # Operon's terms are not recombined into subsets: each carries constants fitted jointly with
+        # the rest of its expression, and alone such a fragment is a look-alike (on ODEBench 9, a
+        # line, c cos(k x) with k tuned on the trajectories beat the true line by 6 BIC).
+        frozen = frozenset(t.expr for t in parse_terms(variables, user_terms))
         for name, library in rungs:
             say(f"sparse regression over the {name} library ({len(library)} terms)")
             theta = library.evaluate(X)
             per_state = [
-                _state_supports(theta, dX[:, k], groups, options, hints.constraints(k, library)) if k in hints.searched else None
+                _state_supports(theta, dX[:, k], groups, options, hints.constraints(k, library), library, X, frozen,
+                                subsets=name != "symbolic")
+                if k in hints.searched else None
                 for k in range(len(states))
             ] + [None] * len(depots)
-            structures += _structures(per_state, library, terms, name, hints)
+            structures += _structures(per_state, terms, name)
         structures = _unique(structures, frozenset(k for k in hints.searched if states[k] not in prior.known))
         if not structures:
             raise DataError("sparse regression found no term for some state; the data may be too noisy or too short")
@@ -498,18 +506,50 @@ class _Hints:
         )
 
 
-def _state_supports(theta: np.ndarray, y: np.ndarray, groups: np.ndarray, options: DiscoveryOptions,
-                    constraints: Mapping[str, Any]) -> list:
-    """The CV-chosen support first, then up to ``alternatives`` neighbours on the path by CV error.
+@dataclass(frozen=True)
+class _Proposal:
+    """A support as terms and their coefficients on the rates (the refit's starting values)."""
 
-    Terms a known part of the equation already holds are regressed (they explain part of the
-    derivative) but left out of the supports: the skeleton carries them.
+    terms: tuple[sympy.Expr, ...]
+    coefficients: tuple[float, ...]
+
+    @classmethod
+    def of(cls, support: Any, library: Any) -> _Proposal:
+        return cls(tuple(library.expressions[j] for j in support.indices),
+                   tuple(float(support.coefficients[j]) for j in support.indices))
+
+
+@dataclass(frozen=True)
+class _StateSupports:
+    """One state's proposals from one library: the CV-chosen support, its neighbours on the path,
+    the best one- and two-term subsets with their numbers fitted on the rates (one term first),
+    the one of those BIC on the rates prefers, and the densest support of the path."""
+
+    chosen: _Proposal
+    alternatives: tuple[_Proposal, ...]
+    smallest: tuple[_Proposal, ...]
+    sparse: _Proposal
+    densest: _Proposal
+
+
+def _state_supports(theta: np.ndarray, y: np.ndarray, groups: np.ndarray, options: DiscoveryOptions,
+                    constraints: Mapping[str, Any], library: Any, X: np.ndarray,
+                    frozen: frozenset[sympy.Expr], subsets: bool) -> _StateSupports:
+    """The CV-chosen support, up to ``alternatives`` neighbours on the path by CV error, with
+    ``subsets`` the best one- and two-term subsets, and the path's densest support, as proposals.
+
+    The best subsets' inner numbers (a grid K) are fitted on the rates (:mod:`~biotwin.discover.refine`),
+    except in ``frozen`` terms (those the user or the prior wrote). Terms a known part of the
+    equation already holds are regressed (they explain part of the derivative) but left out of
+    the proposals: the skeleton carries them.
     """
+    from biotwin.discover.refine import refine
+    from biotwin.discover.sparse import best_subsets, cv_errors, path
     from biotwin.discover.sparse import choose as choose_support
-    from biotwin.discover.sparse import cv_errors, path
 
     signs = constraints["signs"]
-    supports = path(theta, y, required=constraints["required"], forbidden=constraints["forbidden"], signs=signs)
+    kept = {"required": constraints["required"], "forbidden": constraints["forbidden"], "signs": signs}
+    supports = path(theta, y, **kept)
     errors = cv_errors(supports, theta, y, groups, signs=signs).mean(axis=1)
     chosen = choose_support(supports, theta, y, groups, signs=signs)
     if chosen.n_terms == 0:
@@ -517,9 +557,29 @@ def _state_supports(theta: np.ndarray, y: np.ndarray, groups: np.ndarray, option
         chosen = min((s for s in supports if s.n_terms), key=lambda s: errors[supports.index(s)], default=chosen)
     near = [s for s in supports if s.indices != chosen.indices and s.n_terms and abs(s.n_terms - chosen.n_terms) <= 3]
     near.sort(key=lambda s: errors[supports.index(s)])
-    densest = supports[0]
     skeleton = set(constraints["skeleton"])
-    return [_without(s, skeleton) for s in (chosen, *near[: options.alternatives], densest)]
+
+    def proposal(support: Any) -> _Proposal:
+        return _Proposal.of(_without(support, skeleton), library)
+
+    if not subsets:
+        return _StateSupports(proposal(chosen), tuple(proposal(s) for s in near[: options.alternatives]),
+                              (proposal(chosen),), proposal(chosen), proposal(supports[0]))
+    smallest, scores = [], []
+    rows = len(y)
+    for support in best_subsets(theta, y, **kept) or [chosen]:
+        expressions = [library.expressions[j] for j in support.indices]
+        refined = refine(expressions, library.states, X, y, fixed={*frozen, *(library.expressions[j] for j in skeleton)})
+        if refined is None:
+            smallest.append(proposal(support))
+        else:
+            pairs = [(t, float(c)) for j, t, c in zip(support.indices, *refined) if j not in skeleton]
+            smallest.append(_Proposal(tuple(t for t, _ in pairs), tuple(c for _, c in pairs)))
+        # BIC on the rates: a second term must pay for itself.
+        scores.append(rows * math.log(max(support.rss, 1e-300) / rows) + support.n_terms * math.log(rows))
+    sparse = smallest[int(np.argmin(scores))]
+    return _StateSupports(proposal(chosen), tuple(proposal(s) for s in near[: options.alternatives]),
+                          tuple(smallest), sparse, proposal(supports[0]))
 
 
 def _without(support: Any, indices: set[int]) -> Any:
@@ -531,34 +591,41 @@ def _without(support: Any, indices: set[int]) -> Any:
     return replace(support, indices=kept, coefficients=coefficients)
 
 
-def _structures(per_state: list[list | None], library, terms: list[sympy.Expr], origin: str, hints: _Hints) -> list:
-    """Candidate structures of one rung: the chosen supports, then each state's alternatives in turn.
+def _structures(per_state: list[_StateSupports | None], terms: list[sympy.Expr], origin: str) -> list:
+    """Candidate structures of one rung: the chosen supports; each state's alternatives and its best
+    small subset in turn; every state's best small subset at once, and every state's single best term.
 
     Terms are appended to the shared ``terms`` list (one entry per distinct expression), so that
     structures from every rung index the same list.
     """
 
-    def position(j: int) -> int:
-        expression = library.expressions[j]
+    def position(expression: sympy.Expr) -> int:
         if expression not in terms:
             terms.append(expression)
         return terms.index(expression)
 
-    def structure(choice: list) -> tuple[Structure, dict[tuple[int, int], float], str]:
-        indices = tuple(tuple(position(j) for j in s.indices) if s is not None else () for s in choice)
-        start = {(k, position(j)): float(s.coefficients[j]) for k, s in enumerate(choice) if s is not None for j in s.indices}
+    def structure(choice: list[_Proposal | None]) -> tuple[Structure, dict[tuple[int, int], float], str]:
+        indices = tuple(tuple(position(t) for t in p.terms) if p is not None else () for p in choice)
+        start = {(k, position(t)): c for k, p in enumerate(choice) if p is not None for t, c in zip(p.terms, p.coefficients)}
         return indices, start, origin
 
-    base = [supports[0] if supports else None for supports in per_state]
+    def each(pick: Callable[[_StateSupports], _Proposal]) -> list[_Proposal | None]:
+        return [pick(supports) if supports else None for supports in per_state]
+
+    base = each(lambda s: s.chosen)
     structures = [structure(base)]
     if origin == "mass action":
         # Few terms: the densest support too, for the trajectory pruning to start from.
-        structures.append(structure([supports[-1] if supports else None for supports in per_state]))
+        structures.append(structure(each(lambda s: s.densest)))
     for k, supports in enumerate(per_state):
-        for alternative in (supports or [None, None])[1:-1]:
+        for alternative in (*supports.alternatives, supports.sparse) if supports else ():
             choice = list(base)
             choice[k] = alternative
             structures.append(structure(choice))
+    # A mechanism of one or two terms per state that thresholding passed over (a saturating law
+    # among its near-copies) is only found when every state takes it at once.
+    structures.append(structure(each(lambda s: s.sparse)))
+    structures.append(structure(each(lambda s: s.smallest[0])))
     return structures
 
 

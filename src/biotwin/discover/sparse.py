@@ -361,6 +361,70 @@ def path(
     return supports
 
 
+def best_subsets(
+    Theta: np.ndarray,
+    y: np.ndarray,
+    sizes: Sequence[int] = (1, 2),
+    *,
+    required: Iterable[int] = (),
+    forbidden: Iterable[int] = (),
+    signs: Mapping[int, int] | None = None,
+) -> list[Support]:
+    """For each size k in ``sizes`` (1 or 2), the k allowed terms (beside the required ones) whose
+    least-squares fit leaves the smallest residual: exhaustive best-subset selection.
+
+    Thresholding cannot offer these when the library holds near-copies of the right term: on
+    noisy Michaelis-Menten data the rational library's path jumps from ten terms to none, never
+    through the single S/(K + S). The search is exact and cheap on unit-norm columns. The
+    required terms are first projected out of the target and of every column (the
+    Frisch-Waugh-Lovell theorem: the free terms' coefficients are then those of the joint fit);
+    with columns a_i normalised again and r = a_i . a_j, m_i = a_i . b, the share of ||b||^2 that
+    one term explains is m_i^2 and that a pair explains is (m_i^2 + m_j^2 - 2 r m_i m_j) / (1 - r^2).
+    Pairs with |r| > 1 - 1e-8 (one term twice) and fits whose coefficients break ``signs`` are
+    skipped. Each support is refit on all rows like the path's (``threshold`` is NaN: no
+    threshold gives it); a size no pair or term can fill is left out.
+    """
+    Theta, y, _ = _check(Theta, y)
+    L = Theta.shape[1]
+    c = _constraints(L, required, forbidden, signs)
+    scaled = _scale(Theta, y)
+    fixed = np.flatnonzero(c.required)
+    A, b = scaled.A, scaled.b
+    if fixed.size:
+        Q, _ = np.linalg.qr(A[:, fixed])
+        A, b = A - Q @ (Q.T @ A), b - Q @ (Q.T @ b)
+    norms = np.linalg.norm(A, axis=0)
+    free = np.flatnonzero(c.allowed & scaled.usable & ~c.required & (norms > 1e-8))
+    A = A[:, free] / norms[free]
+    moment, gram = A.T @ b, A.T @ A
+    lower, upper = c.lower[free], c.upper[free]
+    supports = []
+    for size in sizes:
+        if size == 1:
+            explained = np.where((moment >= lower) & (moment <= upper), moment**2, -np.inf)
+            picks = [(int(np.argmax(explained)),)] if free.size else []
+            picks = [p for p in picks if np.isfinite(explained[p[0]])]
+        elif size == 2:
+            r = np.clip(gram, -1.0, 1.0)
+            apart = 1.0 - r**2
+            safe = np.where(apart > 2e-8, apart, 1.0)
+            first = (moment[:, None] - r * moment[None, :]) / safe
+            # first[i, j]: term i's coefficient in the pair (i, j); term j's is first[j, i].
+            obeys = ((first >= lower[:, None]) & (first <= upper[:, None])
+                     & (first.T >= lower[None, :]) & (first.T <= upper[None, :]))
+            explained = (moment[:, None] ** 2 + moment[None, :] ** 2 - 2 * r * np.outer(moment, moment)) / safe
+            valid = np.triu(apart > 2e-8, 1) & obeys
+            explained = np.where(valid, explained, -np.inf)
+            best = np.unravel_index(int(np.argmax(explained)), explained.shape) if free.size > 1 else None
+            picks = [tuple(int(i) for i in best)] if best is not None and np.isfinite(explained[best]) else []
+        else:
+            raise ModelError(f"best-subset sizes are 1 or 2, got {size}")
+        for pick in picks:
+            idx = np.array(sorted({*fixed.tolist(), *(int(free[i]) for i in pick)}), dtype=int)
+            supports.append(_support(Theta, y, scaled, idx, c, math.nan))
+    return supports
+
+
 # ---------------------------------------------------------------------- choice
 def _blocks(m: int, folds: int) -> np.ndarray:
     """Block id of each of m rows: 4K contiguous blocks of near-equal size (fewer if m is small)."""
