@@ -335,10 +335,11 @@ def test_best_subsets_equal_an_exhaustive_search_with_required_terms_and_signs()
         return min(fits)[1]
 
     for required, signs in (((), {}), ((0,), {}), ((), {7: 1})):
-        found = best_subsets(theta, target, required=required, signs=signs or None)
-        assert [s.indices for s in found] == [brute(1, required, signs), brute(2, required, signs)]
-        assert all(s.n_terms == len(required) + k for k, s in zip((1, 2), found))
-    assert best_subsets(theta, target)[1].indices == (3, 7)
+        found = best_subsets(theta, target, (1, 2, 3), required=required, signs=signs or None)
+        assert [s.indices for s in found] == [brute(k, required, signs) for k in (1, 2, 3)]
+        assert all(s.n_terms == len(required) + k for k, s in zip((1, 2, 3), found))
+    pair, triple = best_subsets(theta, target, (1, 2, 3))[1:]
+    assert pair.indices == (3, 7) and triple.indices in ((3, 4, 7), (3, 5, 7))  # 5 is 4's near-copy
     assert best_subsets(theta, target, signs={7: 1})[1].indices != (3, 7)
 
 

@@ -15,10 +15,15 @@
 3. **Sparse regression** per state and rung, dX_k/dt ~ Theta(X) xi_k: the whole STLSQ
    regularisation path, the threshold chosen by cross-validation over held-out time windows; the
    supports near the chosen one on the path are kept as alternatives, and bagging gives every
-   term an inclusion probability.
-4. **Trajectory refit and selection**: each candidate structure (the chosen supports, and each
-   state's alternatives in turn) is refitted on the trajectories of all experiments jointly and
-   the final choice minimises AICc (or BIC) of that fit, never the derivative error.
+   term an inclusion probability. Beside the path, the best one- and two-term subsets of each
+   library rung (exhaustive least squares, :func:`~biotwin.discover.sparse.best_subsets`), with
+   the numbers inside their terms fitted on the rates (:mod:`~biotwin.discover.refine`): a
+   saturating law whose K falls between grid points is found there, never on the path.
+4. **Trajectory refit and selection**: each candidate structure (the chosen supports, each
+   state's alternatives in turn, every state's best small subset at once) is refitted on the
+   trajectories of all experiments jointly and the final choice minimises AICc (or BIC) of that
+   fit, never the derivative error. The numbers inside the best candidates' terms are then
+   fitted on the trajectories too, when the choice has such numbers.
 
 Derivative estimates only propose structures; every number in the result comes from the
 trajectory fit.
@@ -168,7 +173,7 @@ def discover(
                 observables={s: sympy.Symbol(s) for s in states}, given=hidden.initial, fit_inner=fit_inner,
             )
 
-        rung_names = list(dict.fromkeys(s[2] for s in structures))
+        rung_names = list(dict.fromkeys(_rung_of(s[2]) for s in structures))
         if len({j for structure, _, _ in structures for terms_k in structure for j in terms_k}) <= MERGED_TERMS:
             # Few terms in all: one compiled library model serves every rung (compiling it and its
             # Jacobian costs more than solving with a few unused terms).
@@ -176,7 +181,7 @@ def discover(
             refitters = dict.fromkeys(rung_names, shared)
         else:
             # One compiled library model per rung, holding only the terms that rung's structures use.
-            refitters = {rung: refitter_for([s for s in structures if s[2] == rung]) for rung in rung_names}
+            refitters = {rung: refitter_for([s for s in structures if _rung_of(s[2]) == rung]) for rung in rung_names}
         fitted = _screened(refitters, structures, options)
         say("pruning the best candidates on the trajectories")
         pruned: set = set()
@@ -307,16 +312,25 @@ def _screened(refitters: Mapping[str, Refitter], structures: list, options: Disc
     most of the discovery time. ``refitters`` maps each rung to its compiled refitter.
     """
     if len(structures) <= options.finalists:
-        return [refitters[origin].fit(structure, start, origin) for structure, start, origin in structures]
-    short = [refitters[origin].fit(structure, start, origin, max_evaluations=options.screen_evaluations)
+        return [refitters[_rung_of(origin)].fit(structure, start, origin) for structure, start, origin in structures]
+    short = [refitters[_rung_of(origin)].fit(structure, start, origin, max_evaluations=options.screen_evaluations)
              for structure, start, origin in structures]
     ranked = sorted(short, key=lambda c: c.score(options.criterion))
-    return [refitters[c.origin].resume(c) for c in ranked[: options.finalists]]
+    return [refitters[_rung(c)].resume(c) for c in ranked[: options.finalists]]
+
+
+#: The mark in a candidate's origin ("rational, subsets") of a structure built from the best small
+#: subsets (:func:`~biotwin.discover.sparse.best_subsets`), not from the regularisation path.
+SUBSETS = "subsets"
 
 
 def _rung(candidate) -> str:
     """The library rung a candidate came from ("mass action" for "mass action, pruned")."""
-    return candidate.origin.split(",")[0]
+    return _rung_of(candidate.origin)
+
+
+def _rung_of(origin: str) -> str:
+    return origin.split(",")[0]
 
 
 def _distinct(fitted: list, criterion: str) -> list:
@@ -604,10 +618,10 @@ def _structures(per_state: list[_StateSupports | None], terms: list[sympy.Expr],
             terms.append(expression)
         return terms.index(expression)
 
-    def structure(choice: list[_Proposal | None]) -> tuple[Structure, dict[tuple[int, int], float], str]:
+    def structure(choice: list[_Proposal | None], mark: str = "") -> tuple[Structure, dict[tuple[int, int], float], str]:
         indices = tuple(tuple(position(t) for t in p.terms) if p is not None else () for p in choice)
         start = {(k, position(t)): c for k, p in enumerate(choice) if p is not None for t, c in zip(p.terms, p.coefficients)}
-        return indices, start, origin
+        return indices, start, f"{origin}, {mark}" if mark else origin
 
     def each(pick: Callable[[_StateSupports], _Proposal]) -> list[_Proposal | None]:
         return [pick(supports) if supports else None for supports in per_state]
@@ -618,14 +632,15 @@ def _structures(per_state: list[_StateSupports | None], terms: list[sympy.Expr],
         # Few terms: the densest support too, for the trajectory pruning to start from.
         structures.append(structure(each(lambda s: s.densest)))
     for k, supports in enumerate(per_state):
-        for alternative in (*supports.alternatives, supports.sparse) if supports else ():
+        for alternative, mark in ((*((a, "") for a in supports.alternatives), (supports.sparse, SUBSETS))
+                                  if supports else ()):
             choice = list(base)
             choice[k] = alternative
-            structures.append(structure(choice))
+            structures.append(structure(choice, mark))
     # A mechanism of one or two terms per state that thresholding passed over (a saturating law
     # among its near-copies) is only found when every state takes it at once.
-    structures.append(structure(each(lambda s: s.sparse)))
-    structures.append(structure(each(lambda s: s.smallest[0])))
+    structures.append(structure(each(lambda s: s.sparse), SUBSETS))
+    structures.append(structure(each(lambda s: s.smallest[0]), SUBSETS))
     return structures
 
 

@@ -361,6 +361,31 @@ def path(
     return supports
 
 
+#: Columns whose norm falls below this after projecting others out are copies of them.
+_COPY = 1e-8
+
+
+def _best_pair(gram: np.ndarray, moment: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+               usable: np.ndarray) -> tuple[float, tuple[int, int] | None]:
+    """The pair of unit-norm columns whose fit explains most of the target, and how much: with
+    r = a_i . a_j and m_i = a_i . b, (m_i^2 + m_j^2 - 2 r m_i m_j) / (1 - r^2). Pairs outside
+    ``usable`` or too close to one column twice, and fits breaking the bounds, are skipped."""
+    r = np.clip(gram, -1.0, 1.0)
+    apart = 1.0 - r**2
+    safe = np.where(apart > 2 * _COPY, apart, 1.0)
+    first = (moment[:, None] - r * moment[None, :]) / safe
+    # first[i, j]: term i's coefficient in the pair (i, j); term j's is first[j, i].
+    obeys = ((first >= lower[:, None]) & (first <= upper[:, None])
+             & (first.T >= lower[None, :]) & (first.T <= upper[None, :]))
+    valid = np.triu(apart > 2 * _COPY, 1) & obeys & usable[:, None] & usable[None, :]
+    explained = np.where(valid, (moment[:, None] ** 2 + moment[None, :] ** 2 - 2 * r * np.outer(moment, moment)) / safe,
+                         -np.inf)
+    if explained.size == 0:
+        return -math.inf, None
+    best = np.unravel_index(int(np.argmax(explained)), explained.shape)
+    return float(explained[best]), (int(best[0]), int(best[1])) if np.isfinite(explained[best]) else None
+
+
 def best_subsets(
     Theta: np.ndarray,
     y: np.ndarray,
@@ -370,8 +395,8 @@ def best_subsets(
     forbidden: Iterable[int] = (),
     signs: Mapping[int, int] | None = None,
 ) -> list[Support]:
-    """For each size k in ``sizes`` (1 or 2), the k allowed terms (beside the required ones) whose
-    least-squares fit leaves the smallest residual: exhaustive best-subset selection.
+    """For each size k in ``sizes`` (1, 2 or 3), the k allowed terms (beside the required ones)
+    whose least-squares fit leaves the smallest residual: exhaustive best-subset selection.
 
     Thresholding cannot offer these when the library holds near-copies of the right term: on
     noisy Michaelis-Menten data the rational library's path jumps from ten terms to none, never
@@ -380,9 +405,12 @@ def best_subsets(
     Frisch-Waugh-Lovell theorem: the free terms' coefficients are then those of the joint fit);
     with columns a_i normalised again and r = a_i . a_j, m_i = a_i . b, the share of ||b||^2 that
     one term explains is m_i^2 and that a pair explains is (m_i^2 + m_j^2 - 2 r m_i m_j) / (1 - r^2).
-    Pairs with |r| > 1 - 1e-8 (one term twice) and fits whose coefficients break ``signs`` are
-    skipped. Each support is refit on all rows like the path's (``threshold`` is NaN: no
-    threshold gives it); a size no pair or term can fill is left out.
+    A triple is a first term i and the best pair once a_i is projected out, which updates the
+    Gram matrix and moments in place (G - g_i g_i^T, m - g_i m_i): L pair searches of L^2 each.
+    Near-copies (|r| > 1 - 1e-8) and fits whose coefficients break ``signs`` are skipped (for a
+    triple, the first term's sign is left to the bounded refit). Each support is refit on all
+    rows like the path's (``threshold`` is NaN: no threshold gives it); a size that no allowed
+    terms can fill is left out.
     """
     Theta, y, _ = _check(Theta, y)
     L = Theta.shape[1]
@@ -394,32 +422,37 @@ def best_subsets(
         Q, _ = np.linalg.qr(A[:, fixed])
         A, b = A - Q @ (Q.T @ A), b - Q @ (Q.T @ b)
     norms = np.linalg.norm(A, axis=0)
-    free = np.flatnonzero(c.allowed & scaled.usable & ~c.required & (norms > 1e-8))
+    free = np.flatnonzero(c.allowed & scaled.usable & ~c.required & (norms > _COPY))
     A = A[:, free] / norms[free]
     moment, gram = A.T @ b, A.T @ A
     lower, upper = c.lower[free], c.upper[free]
+    everywhere = np.ones(free.size, dtype=bool)
     supports = []
     for size in sizes:
+        pick: tuple[int, ...] | None = None
         if size == 1:
             explained = np.where((moment >= lower) & (moment <= upper), moment**2, -np.inf)
-            picks = [(int(np.argmax(explained)),)] if free.size else []
-            picks = [p for p in picks if np.isfinite(explained[p[0]])]
+            if free.size and np.isfinite(explained.max()):
+                pick = (int(np.argmax(explained)),)
         elif size == 2:
-            r = np.clip(gram, -1.0, 1.0)
-            apart = 1.0 - r**2
-            safe = np.where(apart > 2e-8, apart, 1.0)
-            first = (moment[:, None] - r * moment[None, :]) / safe
-            # first[i, j]: term i's coefficient in the pair (i, j); term j's is first[j, i].
-            obeys = ((first >= lower[:, None]) & (first <= upper[:, None])
-                     & (first.T >= lower[None, :]) & (first.T <= upper[None, :]))
-            explained = (moment[:, None] ** 2 + moment[None, :] ** 2 - 2 * r * np.outer(moment, moment)) / safe
-            valid = np.triu(apart > 2e-8, 1) & obeys
-            explained = np.where(valid, explained, -np.inf)
-            best = np.unravel_index(int(np.argmax(explained)), explained.shape) if free.size > 1 else None
-            picks = [tuple(int(i) for i in best)] if best is not None and np.isfinite(explained[best]) else []
+            pick = _best_pair(gram, moment, lower, upper, everywhere)[1]
+        elif size == 3:
+            most = -math.inf
+            for i in range(free.size - 2):
+                rest = slice(i + 1, None)  # each triple once, its terms in increasing order
+                g = gram[i, rest]
+                rest_gram = gram[rest, rest] - np.outer(g, g)
+                rest_moment = moment[rest] - g * moment[i]
+                length = np.sqrt(np.clip(np.diag(rest_gram), 0.0, None))
+                usable = length > _COPY
+                scale = np.where(usable, length, 1.0)
+                share, pair = _best_pair(rest_gram / np.outer(scale, scale), rest_moment / scale, lower[rest],
+                                         upper[rest], usable)
+                if pair is not None and moment[i] ** 2 + share > most:
+                    most, pick = moment[i] ** 2 + share, (i, i + 1 + pair[0], i + 1 + pair[1])
         else:
-            raise ModelError(f"best-subset sizes are 1 or 2, got {size}")
-        for pick in picks:
+            raise ModelError(f"best-subset sizes are 1, 2 or 3, got {size}")
+        if pick is not None:
             idx = np.array(sorted({*fixed.tolist(), *(int(free[i]) for i in pick)}), dtype=int)
             supports.append(_support(Theta, y, scaled, idx, c, math.nan))
     return supports
