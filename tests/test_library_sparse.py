@@ -128,6 +128,19 @@ def test_trigonometric_and_exponential_families() -> None:
     assert exprs(far) == {sympy.exp(-y), x * sympy.exp(-y), y * sympy.exp(-y)}
 
 
+def test_trigonometric_products_write_coupled_phases() -> None:
+    X = np.random.default_rng(5).uniform(-3, 3, (60, 2))
+    lib = build_library(("x", "y"), X, ("trigonometric_products",))
+    assert exprs(lib) == {sympy.sin(x) * sympy.cos(x), sympy.sin(x) * sympy.cos(y), sympy.sin(y) * sympy.cos(x),
+                          sympy.sin(y) * sympy.cos(y), sympy.sin(x) * sympy.sin(y), sympy.cos(x) * sympy.cos(y)}
+    # sin(x - y), the coupling of two bar magnets or Kuramoto phases, is exactly two of the columns.
+    theta = lib.evaluate(X)
+    coupling = np.sin(X[:, 0] - X[:, 1])
+    weights = np.linalg.lstsq(theta, coupling, rcond=None)[0]
+    assert np.allclose(theta @ weights, coupling)
+    assert np.sum(np.abs(weights) > 1e-8) == 2
+
+
 def test_logarithmic_family_only_for_states_that_stay_positive() -> None:
     # Gompertz growth, dV/dt = a V log(K/V), needs V log V; log of a state that reaches 0 is not a term.
     lib = build_library(("x", "y"), {"x": (0.5, 4.0), "y": (0.0, 1.0)}, ("logarithmic",))
@@ -138,7 +151,7 @@ def test_presets_are_family_names_and_have_documented_sizes() -> None:
     assert set(PRESETS["bio"]) <= set(FAMILIES) and set(PRESETS["physics"]) <= set(FAMILIES)
     rng = np.random.default_rng(3)
     assert len(build_library(("a", "b", "c"), rng.uniform(0.1, 5, (200, 3)), "bio")) == 166
-    assert len(build_library(("x", "y"), rng.uniform(0.1, 5, (200, 2)), "physics")) == 40
+    assert len(build_library(("x", "y"), rng.uniform(0.1, 5, (200, 2)), "physics")) == 46
 
 
 def test_evaluate_matches_sympy() -> None:

@@ -34,6 +34,9 @@ the data. With x_j a state, K a grid constant and n a Hill exponent:
 ``trigonometric``           sin(w x_j), cos(w x_j) for w in ``options.frequencies`` (default 1 only: ODEBench's
                             trigonometric right-hand sides use sin/cos of a state; add e.g. (0.5, 1, 2)
                             for other periods)
+``trigonometric_products``  sin(x_i) cos(x_j) for every i, j (i = j: half of sin(2 x_i)), sin(x_i) sin(x_j) and
+                            cos(x_i) cos(x_j) for i < j: coupled phase oscillators and rotating frames
+                            (sin(x_i - x_j) = sin x_i cos x_j - cos x_i sin x_j is two of them)
 ``exponential``             exp(-x_j) and x_i exp(-x_j) for every i (decay of an activity with a dose,
                             Arrhenius-like and Gompertz-like forms). Built only for states with
                             x_j >= -``options.exp_limit`` (50) on the data, so exp(-x_j) <= e^50 and cannot
@@ -57,8 +60,8 @@ Presets (``families="bio"`` or ``"physics"``)
   zero-, first- and second-order mass action plus saturating and switch-like regulation. Three
   states give 1 + 3 + 6 + 45 + 45 + 60 = 160 terms (Hill n = 1 activation equals the MM term and
   is merged).
-* ``physics`` (ODEBench-like): constant, polynomial, michaelis_menten, trigonometric, exponential.
-  Two states give 10 + 20 + 4 + 6 = 40 terms.
+* ``physics`` (ODEBench-like): constant, polynomial, michaelis_menten, trigonometric,
+  trigonometric_products, exponential. Two states give 10 + 20 + 4 + 6 + 6 = 46 terms.
 
 Size cap
 --------
@@ -416,6 +419,16 @@ def _trigonometric(states: tuple[str, ...], ranges: Ranges, options: LibraryOpti
     return tuple(terms)
 
 
+def _trigonometric_products(states: tuple[str, ...], ranges: Ranges, options: LibraryOptions) -> tuple[Term, ...]:
+    terms = []
+    for xi, xj in itertools.product(states, repeat=2):
+        terms.append(Term(sympy.sin(_sym(xi)) * sympy.cos(_sym(xj)), "trigonometric_products", f"sin({xi})*cos({xj})"))
+    for xi, xj in itertools.combinations(states, 2):
+        terms.append(Term(sympy.sin(_sym(xi)) * sympy.sin(_sym(xj)), "trigonometric_products", f"sin({xi})*sin({xj})"))
+        terms.append(Term(sympy.cos(_sym(xi)) * sympy.cos(_sym(xj)), "trigonometric_products", f"cos({xi})*cos({xj})"))
+    return tuple(terms)
+
+
 def _exponential(states: tuple[str, ...], ranges: Ranges, options: LibraryOptions) -> tuple[Term, ...]:
     usable = [j for j, (low, _) in enumerate(ranges) if low >= -options.exp_limit]
     terms = [Term(sympy.exp(-_sym(states[j])), "exponential", f"exp(-{states[j]})") for j in usable]
@@ -454,6 +467,8 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
             Family("hill_repression", "K^n/(K^n + x_j^n)", _hill_repression),
             Family("substrate_inhibition", "x_j/(K^2 + x_j^2), x_i x_j/(K^2 + x_j^2)", _substrate_inhibition),
             Family("trigonometric", "sin(w x_j), cos(w x_j)", _trigonometric),
+            Family("trigonometric_products", "sin(x_i) cos(x_j), sin(x_i) sin(x_j), cos(x_i) cos(x_j)",
+                   _trigonometric_products),
             Family("exponential", "exp(-x_j), x_i exp(-x_j)", _exponential),
             Family("logarithmic", "log x_j, x_j log x_j (positive states)", _logarithmic),
         )
@@ -463,7 +478,8 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
 PRESETS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
         "bio": ("constant", "linear", "mass_action", "michaelis_menten", "hill_activation", "hill_repression", "logarithmic"),
-        "physics": ("constant", "polynomial", "michaelis_menten", "trigonometric", "exponential"),
+        "physics": ("constant", "polynomial", "michaelis_menten", "trigonometric", "trigonometric_products",
+                    "exponential"),
     }
 )
 

@@ -8,7 +8,7 @@
    first order (:mod:`biotwin.discover.depots`), whose amount joins X too.
 2. **A ladder of libraries**: mass action (polynomials of degree 2), polynomials of degree 3,
    rational kinetics (Michaelis-Menten and Hill terms over a grid of K and n), physics
-   (trigonometric and exponential terms), and the additive terms of Operon's symbolic-regression
+   (trigonometric terms and their products, exponential terms), and the additive terms of Operon's symbolic-regression
    expressions; user terms join every rung. One large library would be collinear enough that,
    under noise, the derivative regression never proposes the simple structure; each rung
    proposes its own, and the trajectory refit judges them all on the same scale.
@@ -18,9 +18,13 @@
    term an inclusion probability. Beside the path, the best one- and two-term subsets of each
    library rung (exhaustive least squares, :func:`~biotwin.discover.sparse.best_subsets`), with
    the numbers inside their terms fitted on the rates (:mod:`~biotwin.discover.refine`): a
-   saturating law whose K falls between grid points is found there, never on the path.
+   saturating law whose K falls between grid points is found there, never on the path. The same
+   search runs on the rates' weak form (:mod:`~biotwin.discover.weak_rows`: the measurements
+   integrated against test functions, no derivative taken), which keeps a wobble the smoother
+   takes for noise.
 4. **Trajectory refit and selection**: each candidate structure (the chosen supports, each
-   state's alternatives in turn, every state's best small subset at once) is refitted on the
+   state's alternatives in turn, every state's best small subset of the rates, or of their weak
+   form, at once) is refitted on the
    trajectories of all experiments jointly and the final choice minimises AICc (or BIC) of that
    fit, never the derivative error. The numbers inside the best candidates' terms are then
    fitted on the trajectories too, when the choice has such numbers.
@@ -44,6 +48,7 @@ from biotwin.discover.depots import chosen_rate, depot_levels, hidden_depots
 from biotwin.discover.fragility import robust_choice
 from biotwin.discover.library import user_terms as parse_terms
 from biotwin.discover.prior import Prior
+from biotwin.discover.weak_rows import weak_rows
 from biotwin.discover.select import (INDISTINGUISHABLE, Candidates, Refitter, Structure, choose, eliminate,
                                      structure_key)
 from biotwin.errors import DataError
@@ -84,7 +89,7 @@ LADDER: tuple[tuple[str, tuple[str, ...], int], ...] = (
     ("polynomial", ("constant", "polynomial"), 3),
     ("rational", ("constant", "polynomial", "michaelis_menten", "hill_activation", "hill_repression",
                   "substrate_inhibition"), 1),
-    ("physics", ("constant", "polynomial", "trigonometric", "exponential"), 2),
+    ("physics", ("constant", "polynomial", "trigonometric", "trigonometric_products", "exponential"), 2),
 )
 
 
@@ -125,18 +130,21 @@ def discover(
     # Many small dense solves: BLAS threads only contend for the cores.
     with threadpool_limits(limits=1):
         say("smoothing the measurements")
-        grids, weights = _smoothed_grids(dataset, options)
+        grids, smooths, weights = _smoothed_grids(dataset, options)
         # An infusion into a state is part of its rate that the data's design already explains.
         dX = np.concatenate([g.derivatives - _levels(e, states, g.times) for e, g in grids])
         rates = {d: chosen_rate([e for e, _ in grids], [g.times for _, g in grids], d,
                                 np.concatenate([g.values for _, g in grids]), dX) for d in depots}
-        # The library's variables: the smoothed states, the hidden depots' amounts and the known
-        # input signals, on the same grid.
-        X = np.concatenate([
-            np.column_stack([g.values, *(depot_levels(e, d, rates[d], g.times) for d in depots),
-                             _levels(e, signals, g.times)])
-            for e, g in grids
-        ])
+
+        def variables_at(experiment: Any, values: np.ndarray, times: np.ndarray) -> np.ndarray:
+            """The library's variables: the smoothed states, the hidden depots' amounts and the known
+            input signals, at the same times."""
+            return np.column_stack([values, *(depot_levels(experiment, d, rates[d], times) for d in depots),
+                                    _levels(experiment, signals, times)])
+
+        X = np.concatenate([variables_at(e, g.values, g.times) for e, g in grids])
+        weak = weak_rows([e for e, _ in grids], smooths, states, variables_at,
+                         lambda e, t: _levels(e, states, t))
         groups = _time_windows([g for _, g in grids])
         rungs = _rungs(variables, X, dX, options, user_terms)
         terms: list[sympy.Expr] = []
@@ -149,9 +157,11 @@ def discover(
         for name, library in rungs:
             say(f"sparse regression over the {name} library ({len(library)} terms)")
             theta = library.evaluate(X)
+            subsets = name != "symbolic"
+            projected = weak.project(library.evaluate) if weak is not None and subsets else None
             per_state = [
                 _state_supports(theta, dX[:, k], groups, options, hints.constraints(k, library), library, X, frozen,
-                                subsets=name != "symbolic")
+                                subsets=subsets, weak=None if projected is None else (projected, weak.lhs[:, k]))
                 if k in hints.searched else None
                 for k in range(len(states))
             ] + [None] * len(depots)
@@ -322,6 +332,8 @@ def _screened(refitters: Mapping[str, Refitter], structures: list, options: Disc
 #: The mark in a candidate's origin ("rational, subsets") of a structure built from the best small
 #: subsets (:func:`~biotwin.discover.sparse.best_subsets`), not from the regularisation path.
 SUBSETS = "subsets"
+#: The mark of a structure built from the best small subsets of the rates' weak form.
+WEAK = "weak form"
 
 
 def _rung(candidate) -> str:
@@ -373,9 +385,9 @@ def _states(dataset: Dataset) -> tuple[str, ...]:
     return tuple(states)
 
 
-def _smoothed_grids(dataset: Dataset, options: DiscoveryOptions) -> tuple[list, str]:
+def _smoothed_grids(dataset: Dataset, options: DiscoveryOptions) -> tuple[list, dict, str]:
     """(experiment, uniform grid of smoothed states and derivatives) for each experiment that
-    measured every observable, and the noise model the residuals suggest."""
+    measured every observable, the smooths, and the noise model the residuals suggest."""
     from biotwin.discover.derivatives import resample, smooth_dataset
 
     smooths = smooth_dataset(dataset, method=options.derivative)
@@ -383,7 +395,7 @@ def _smoothed_grids(dataset: Dataset, options: DiscoveryOptions) -> tuple[list, 
     usable = [(e, g) for e, g in zip(dataset, grids) if not np.any(np.isnan(g.values))]
     if not usable:
         raise DataError("no experiment measured every observable; discovery needs each state observed in some experiment")
-    return usable, noise_model(smooths.values())
+    return usable, smooths, noise_model(smooths.values())
 
 
 def exogenous_inputs(dataset: Dataset, states: tuple[str, ...]) -> tuple[str, ...]:
@@ -537,20 +549,24 @@ class _Proposal:
 class _StateSupports:
     """One state's proposals from one library: the CV-chosen support, its neighbours on the path,
     the best one- and two-term subsets with their numbers fitted on the rates (one term first),
-    the one of those BIC on the rates prefers, and the densest support of the path."""
+    the one of those BIC on the rates prefers, the one BIC prefers among the best subsets of the
+    weak form (None without weak-form rows), and the densest support of the path."""
 
     chosen: _Proposal
     alternatives: tuple[_Proposal, ...]
     smallest: tuple[_Proposal, ...]
     sparse: _Proposal
+    integral: _Proposal | None
     densest: _Proposal
 
 
 def _state_supports(theta: np.ndarray, y: np.ndarray, groups: np.ndarray, options: DiscoveryOptions,
                     constraints: Mapping[str, Any], library: Any, X: np.ndarray,
-                    frozen: frozenset[sympy.Expr], subsets: bool) -> _StateSupports:
+                    frozen: frozenset[sympy.Expr], subsets: bool,
+                    weak: tuple[np.ndarray, np.ndarray] | None = None) -> _StateSupports:
     """The CV-chosen support, up to ``alternatives`` neighbours on the path by CV error, with
-    ``subsets`` the best one- and two-term subsets, and the path's densest support, as proposals.
+    ``subsets`` the best one- and two-term subsets of the rates and of their ``weak`` form (G, b)
+    (:mod:`~biotwin.discover.weak_rows`, when given), and the path's densest support, as proposals.
 
     The best subsets' inner numbers (a grid K) are fitted on the rates (:mod:`~biotwin.discover.refine`),
     except in ``frozen`` terms (those the user or the prior wrote). Terms a known part of the
@@ -578,22 +594,31 @@ def _state_supports(theta: np.ndarray, y: np.ndarray, groups: np.ndarray, option
 
     if not subsets:
         return _StateSupports(proposal(chosen), tuple(proposal(s) for s in near[: options.alternatives]),
-                              (proposal(chosen),), proposal(chosen), proposal(supports[0]))
-    smallest, scores = [], []
-    rows = len(y)
-    for support in best_subsets(theta, y, **kept) or [chosen]:
-        expressions = [library.expressions[j] for j in support.indices]
-        refined = refine(expressions, library.states, X, y, fixed={*frozen, *(library.expressions[j] for j in skeleton)})
-        if refined is None:
-            smallest.append(proposal(support))
-        else:
-            pairs = [(t, float(c)) for j, t, c in zip(support.indices, *refined) if j not in skeleton]
-            smallest.append(_Proposal(tuple(t for t, _ in pairs), tuple(c for _, c in pairs)))
-        # BIC on the rates: a second term must pay for itself.
-        scores.append(rows * math.log(max(support.rss, 1e-300) / rows) + support.n_terms * math.log(rows))
-    sparse = smallest[int(np.argmin(scores))]
+                              (proposal(chosen),), proposal(chosen), None, proposal(supports[0]))
+
+    def small(found: list, rows: int) -> tuple[list[_Proposal], _Proposal | None]:
+        """The proposals of best subsets ``found`` on ``rows`` rows, and the one BIC on those rows
+        prefers (a second term must pay for itself)."""
+        proposals, scores = [], []
+        for support in found:
+            expressions = [library.expressions[j] for j in support.indices]
+            refined = refine(expressions, library.states, X, y, fixed={*frozen, *(library.expressions[j] for j in skeleton)})
+            if refined is None:
+                proposals.append(proposal(support))
+            else:
+                pairs = [(t, float(c)) for j, t, c in zip(support.indices, *refined) if j not in skeleton]
+                proposals.append(_Proposal(tuple(t for t, _ in pairs), tuple(c for _, c in pairs)))
+            scores.append(rows * math.log(max(support.rss, 1e-300) / rows) + support.n_terms * math.log(rows))
+        return proposals, (proposals[int(np.argmin(scores))] if proposals else None)
+
+    smallest, sparse = small(best_subsets(theta, y, **kept) or [chosen], len(y))
+    integral = None
+    if weak is not None:
+        G, b = weak
+        usable = np.isfinite(b) & np.all(np.isfinite(G), axis=1)
+        _, integral = small(best_subsets(G[usable], b[usable], **kept), int(usable.sum()))
     return _StateSupports(proposal(chosen), tuple(proposal(s) for s in near[: options.alternatives]),
-                          tuple(smallest), sparse, proposal(supports[0]))
+                          tuple(smallest), sparse, integral, proposal(supports[0]))
 
 
 def _without(support: Any, indices: set[int]) -> Any:
@@ -632,15 +657,18 @@ def _structures(per_state: list[_StateSupports | None], terms: list[sympy.Expr],
         # Few terms: the densest support too, for the trajectory pruning to start from.
         structures.append(structure(each(lambda s: s.densest)))
     for k, supports in enumerate(per_state):
-        for alternative, mark in ((*((a, "") for a in supports.alternatives), (supports.sparse, SUBSETS))
-                                  if supports else ()):
-            choice = list(base)
-            choice[k] = alternative
-            structures.append(structure(choice, mark))
+        for alternative, mark in ((*((a, "") for a in supports.alternatives), (supports.sparse, SUBSETS),
+                                   (supports.integral, WEAK)) if supports else ()):
+            if alternative is not None:
+                choice = list(base)
+                choice[k] = alternative
+                structures.append(structure(choice, mark))
     # A mechanism of one or two terms per state that thresholding passed over (a saturating law
     # among its near-copies) is only found when every state takes it at once.
     structures.append(structure(each(lambda s: s.sparse), SUBSETS))
     structures.append(structure(each(lambda s: s.smallest[0]), SUBSETS))
+    if all(s is None or s.integral is not None for s in per_state):
+        structures.append(structure(each(lambda s: s.integral), WEAK))
     return structures
 
 
