@@ -43,6 +43,13 @@ class WeakRows:
     variables: tuple[np.ndarray, ...]
     lhs: np.ndarray
 
+    @property
+    def independent_rows(self) -> float:
+        """How many rows carry independent noise: the disjoint supports, span / (2 width) per
+        experiment. Neighbouring test functions share most of their support, so counting every row
+        in an information criterion would let each extra term buy too much."""
+        return float(sum((form.times[-1] - form.times[0]) / (2.0 * form.width) for form in self.forms))
+
     def project(self, evaluate: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         """G = V Theta (K x L) for a library's ``evaluate`` (variables (T, V) -> columns (T, L))."""
         return np.concatenate([form.project(evaluate(x)) for form, x in zip(self.forms, self.variables)])
