@@ -622,8 +622,9 @@ def _state_supports(theta: np.ndarray, y: np.ndarray, groups: np.ndarray, option
         # The best of one or two terms, and of up to three: a forced pendulum's c - sin x - k v is the
         # best triple of its weak form, while on ODEBench 51 a triple of look-alikes edges out the
         # true pair by 0.6 BIC.
-        found = best_subsets(G[usable], b[usable], sizes=(1, 2, 3), **kept)
-        integral = tuple(dict.fromkeys(p for p in (small(found[:2], rows)[1], small(found, rows)[1]) if p is not None))
+        few = best_subsets(G[usable], b[usable], **kept)
+        found = few + best_subsets(G[usable], b[usable], sizes=(3,), **kept)
+        integral = tuple(dict.fromkeys(p for p in (small(few, rows)[1], small(found, rows)[1]) if p is not None))
     return _StateSupports(proposal(chosen), tuple(proposal(s) for s in near[: options.alternatives]),
                           tuple(smallest), sparse, integral, proposal(supports[0]))
 
