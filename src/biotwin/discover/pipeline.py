@@ -48,9 +48,9 @@ from biotwin.discover.depots import chosen_rate, depot_levels, hidden_depots
 from biotwin.discover.fragility import robust_choice
 from biotwin.discover.library import user_terms as parse_terms
 from biotwin.discover.prior import Prior
-from biotwin.discover.weak_rows import weak_rows
 from biotwin.discover.select import (INDISTINGUISHABLE, Candidates, Refitter, Structure, choose, eliminate,
                                      structure_key)
+from biotwin.discover.weak_rows import weak_rows
 from biotwin.errors import DataError
 
 Progress = Callable[[str], None]
@@ -598,33 +598,36 @@ def _state_supports(theta: np.ndarray, y: np.ndarray, groups: np.ndarray, option
         return _StateSupports(proposal(chosen), tuple(proposal(s) for s in near[: options.alternatives]),
                               (proposal(chosen),), proposal(chosen), (), proposal(supports[0]))
 
-    def small(found: list, rows: float) -> tuple[list[_Proposal], _Proposal | None]:
-        """The proposals of best subsets ``found`` on ``rows`` rows, and the one BIC on those rows
-        prefers (a second term must pay for itself)."""
-        proposals, scores = [], []
-        for support in found:
-            expressions = [library.expressions[j] for j in support.indices]
-            refined = refine(expressions, library.states, X, y, fixed={*frozen, *(library.expressions[j] for j in skeleton)})
-            if refined is None:
-                proposals.append(proposal(support))
-            else:
-                pairs = [(t, float(c)) for j, t, c in zip(support.indices, *refined) if j not in skeleton]
-                proposals.append(_Proposal(tuple(t for t, _ in pairs), tuple(c for _, c in pairs)))
-            scores.append(rows * math.log(max(support.rss, 1e-300) / rows) + support.n_terms * math.log(rows))
-        return proposals, (proposals[int(np.argmin(scores))] if proposals else None)
+    def refined(support: Any) -> _Proposal:
+        """The support as a proposal, with the grid numbers inside its terms fitted on the rates."""
+        expressions = [library.expressions[j] for j in support.indices]
+        fitted = refine(expressions, library.states, X, y, fixed={*frozen, *(library.expressions[j] for j in skeleton)})
+        if fitted is None:
+            return proposal(support)
+        pairs = [(t, float(c)) for j, t, c in zip(support.indices, *fitted) if j not in skeleton]
+        return _Proposal(tuple(t for t, _ in pairs), tuple(c for _, c in pairs))
 
-    smallest, sparse = small(best_subsets(theta, y, **kept) or [chosen], len(y))
+    def bic(found: list, rows: float) -> np.ndarray:
+        """BIC of each support on the ``rows`` rows it was fitted to: a second term must pay for itself."""
+        return np.array([rows * math.log(max(s.rss, 1e-300) / rows) + s.n_terms * math.log(rows) for s in found])
+
+    found = best_subsets(theta, y, **kept) or [chosen]
+    smallest = [refined(support) for support in found]
+    sparse = smallest[int(np.argmin(bic(found, len(y))))]
     integral: tuple[_Proposal, ...] = ()
     if weak is not None:
         G, b, independent = weak
         usable = np.isfinite(b) & np.all(np.isfinite(G), axis=1)
-        rows = max(independent * usable.sum() / len(b), 3.0)
-        # The best of one or two terms, and of up to three: a forced pendulum's c - sin x - k v is the
-        # best triple of its weak form, while on ODEBench 51 a triple of look-alikes edges out the
-        # true pair by 0.6 BIC.
-        few = best_subsets(G[usable], b[usable], **kept)
-        found = few + best_subsets(G[usable], b[usable], sizes=(3,), **kept)
-        integral = tuple(dict.fromkeys(p for p in (small(few, rows)[1], small(found, rows)[1]) if p is not None))
+        found = best_subsets(G[usable], b[usable], sizes=(1, 2, 3), **kept)
+        if found:
+            scores = bic(found, max(independent * usable.sum() / len(b), 3.0))
+            required = set(constraints["required"])
+            few = [k for k, support in enumerate(found) if len(set(support.indices) - required) <= 2]
+            # The best of one or two terms, and of up to three: a forced pendulum's c - sin x - k v is
+            # the best triple of its weak form, while on ODEBench 51 a triple of look-alikes edges out
+            # the true pair by 0.6 BIC.
+            picks = dict.fromkeys([*([min(few, key=lambda k: scores[k])] if few else []), int(np.argmin(scores))])
+            integral = tuple(dict.fromkeys(refined(found[k]) for k in picks))
     return _StateSupports(proposal(chosen), tuple(proposal(s) for s in near[: options.alternatives]),
                           tuple(smallest), sparse, integral, proposal(supports[0]))
 
