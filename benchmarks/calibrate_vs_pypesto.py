@@ -22,8 +22,8 @@ clock when the first start that reached the tool's own best NLL (within 1e-3) fi
 *ratio* is pyPESTO's time to best over biotwin's. Where one tool finds a far better optimum than
 the other (Elowitz: biotwin -60.05, pyPESTO -25.50 from the same 20 starts), the times to each
 one's own best measure different searches, so the table also gives the *time to the common
-target*: the first start that reached the worse of the two bests, the best NLL both found. A start has *converged* when its NLL is within
-0.1 of the best NLL either tool found. A tool that runs past ``--time-limit`` seconds on a problem
+target*: the first start that reached the worse of the two bests, the best NLL both found. A
+start has *converged* when its NLL is within 0.1 of the best NLL either tool found. A tool that runs past ``--time-limit`` seconds on a problem
 stops starting new local optimisations (and fides is told the remaining time): the table marks it.
 
 Run (about 20 minutes on 2 cores)::
@@ -211,7 +211,7 @@ def main() -> None:
         cut = [f" (cut off after {len(run['nll'])})" if run["cut_off"] else "" for run in (ours, theirs)]
         # The best NLL both tools reached: where one finds a much better optimum than the other, the
         # time to each one's own best compares a search for different things.
-        common = max(best)
+        common = max(best) if all(math.isfinite(b) for b in best) else -math.inf  # none when one tool found nothing
         to_common = [time_to_target(run["nll"], run["finished"], common) for run in (ours, theirs)]
         table.add_row(
             name.split("_")[0], f"{ours['nominal']:.4f}", f"{best[0]:.4f}", f"{best[1]:.4f}",

@@ -29,7 +29,8 @@ solve) is a rejected step: the trust region shrinks. A failed solve is the costl
 (the stiff solver spends its whole step budget first: 0.7 s with sensitivities on
 Crauste_CellSystems2017, against 0.02 s for a typical point), and on a problem that has failed once
 the trust region keeps growing back into the failing region after each accepted step. So once a
-problem has had a failure, every trial point is first checked by J alone, without sensitivities
+problem has had a failure, every trial point (a start's first point too) is first checked by J
+alone, without sensitivities
 (0.01 s where it succeeds, 0.28 s where it fails), as soon as that check is compiled: its
 compilation starts in a background thread at the first failure, so a problem that never fails
 neither waits for it nor pays for the checks. The steps taken are the same, as J alone fails
@@ -102,7 +103,7 @@ class Minimiser:
         self.least_squares = objective.least_squares is not None
         nll, least_squares = objective.nll, objective.least_squares
         self._nll = jax.jit(nll)
-        self._nll_check: Future | None = None  # J alone, compiled in the background once a trial point fails
+        self._nll_check: Future | None = None  # J alone, compiled in the background once a solve fails
         if self.least_squares:
 
             def with_residuals(x):  # r, and (r, J) as auxiliary outputs of the same solve
@@ -119,10 +120,11 @@ class Minimiser:
         J is +inf (gradient and Hessian NaN) where the solve fails, also where the solver
         raises instead of reporting the failure.
         """
-        n = x.size
         value, out = self._call(self._evaluate, x, (lambda o: o[1][1]) if self.least_squares else (lambda o: o[0]))
         if not math.isfinite(value):
-            return math.inf, np.full(n, np.nan), np.full((n, n), np.nan) if self.least_squares else None
+            if self._nll_check is None:  # from now on trial points are checked by J alone (see the module)
+                self._nll_check = _COMPILER.submit(lambda: self._nll.lower(x).compile())
+            return self._failed(x.size)
         if self.least_squares:
             jacobian, (r, _) = out
             jacobian = np.nan_to_num(np.asarray(jacobian), nan=0.0, posinf=0.0, neginf=0.0)
@@ -147,19 +149,22 @@ class Minimiser:
             callbacks.removeFilter(_silent)
         return (value if math.isfinite(value) else math.inf), out
 
-    def _check(self, x: np.ndarray) -> float:
-        """J alone at a trial point, once compiled; until then NaN (not known). Counted as an evaluation.
+    def _failed(self, n: int) -> tuple[float, np.ndarray, np.ndarray | None]:
+        """What :meth:`evaluate` returns where the solve fails: +inf, and NaN derivatives."""
+        return math.inf, np.full(n, np.nan), np.full((n, n), np.nan) if self.least_squares else None
 
-        Used at every trial point once the problem has had a failed solve (see the module): J
-        without sensitivities costs a fraction of a full evaluation and fails exactly where it
-        would. Its compilation (2.7 s on Perelson) runs in a background thread from the first
-        failure on, so a problem that never fails does not wait for it.
+    def _trial(self, x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray | None]:
+        """:meth:`evaluate` at a trial point, after a check by J alone once the problem has had a
+        failed solve (see the module): J without sensitivities costs a fraction of a full
+        evaluation and fails exactly where it would. The check is counted as an evaluation; it
+        is skipped while its compilation (2.7 s on Perelson, in a background thread started by
+        the first failure) runs, so a problem that never fails neither waits for it nor pays.
         """
-        if self._nll_check is None:
-            self._nll_check = _COMPILER.submit(lambda: self._nll.lower(x).compile())
-        if not self._nll_check.done() or self._nll_check.exception() is not None:
-            return math.nan
-        return self._call(self._nll_check.result(), x, float)[0]
+        check = self._nll_check
+        if check is not None and check.done() and check.exception() is None:
+            if self._call(check.result(), x, float)[0] == math.inf:
+                return self._failed(x.size)
+        return self.evaluate(x)
 
     def value(self, x: np.ndarray) -> float:
         """J(x); +inf where the solve fails."""
@@ -205,7 +210,7 @@ class Minimiser:
         low, high = self.lower[free], self.upper[free]
         start = x.copy()
         start[free] = np.clip(x[free], low, high)
-        first = self.evaluate(start)
+        first = self._trial(start)
         if not math.isfinite(first[0]):
             return start, math.inf
         cache = {start[free].tobytes(): first}
@@ -215,18 +220,11 @@ class Minimiser:
             y[free] = q
             return y
 
-        failing = [False]
-
         def fun(q: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
             y = full(q)
-            # J alone first at every trial point once this problem has failed somewhere (see the module).
-            if (failing[0] or self._nll_check is not None) and self._check(y) == math.inf:
-                value, gradient, hessian = math.inf, np.full(y.size, np.nan), None
-            else:
-                value, gradient, hessian = cache.pop(q.tobytes(), None) or self.evaluate(y)
-            failing[0] = not math.isfinite(value)
+            value, gradient, hessian = cache.pop(q.tobytes(), None) or self._trial(y)
             if not math.isfinite(value):  # fides rejects the step and shrinks the trust region
-                value, hessian = math.nan, np.full((y.size, y.size), np.nan) if self.least_squares else None
+                value = math.nan
             if not self.least_squares:
                 return value, gradient[free]
             return value, gradient[free], hessian[np.ix_(free, free)]
