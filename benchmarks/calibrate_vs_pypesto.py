@@ -8,7 +8,8 @@ Both run their starts one after another in one process:
 * biotwin: ``load_petab(...).objective(method="kvaerno5")`` (the stiff solver for every start,
   as AMICI's CVODES BDF; the default step budget is AMICI's, 10,000), then
   :func:`biotwin.fit.multistart`: fides' trust region with the Gauss-Newton Hessian of exact
-  forward-mode residual Jacobians, biotwin's default tolerances;
+  forward-mode residual Jacobians for 20 iterations and BFGS after (fides' HybridFixed, as
+  pyPESTO's), biotwin's default tolerances;
 * pyPESTO + AMICI (in their own virtual environment ``.peer-venv``, started as a subprocess of
   this run): ``PetabImporter(...).create_problem()`` with AMICI's default solver settings, and
   ``pypesto.optimize.FidesOptimizer()``, the optimiser pyPESTO's documentation recommends for
@@ -20,7 +21,7 @@ not counted) and includes building and compiling the model: AMICI compiles its C
 fresh temporary folder every run, biotwin compiles its JAX program. *Time to best* is the
 clock when the first start that reached the tool's own best NLL (within 1e-3) finished; the
 *ratio* is pyPESTO's time to best over biotwin's. Where one tool finds a far better optimum than
-the other (Elowitz: biotwin -60.05, pyPESTO -25.50 from the same 20 starts), the times to each
+the other (Elowitz: biotwin -60.49, pyPESTO -25.50 from the same 20 starts), the times to each
 one's own best measure different searches, so the table also gives the *time to the common
 target*: the first start that reached the worse of the two bests, the best NLL both found. A
 start has *converged* when its NLL is within 0.1 of the best NLL either tool found. A tool that runs past ``--time-limit`` seconds on a problem

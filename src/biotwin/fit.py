@@ -564,7 +564,8 @@ def multistart(
     ``starts`` is a number of points drawn by :func:`start_points` or an array of them
     (starts x parameters, optimisation scale). Each start runs the bounded local optimiser of
     :mod:`biotwin.optimise` (fides' trust region with the Gauss-Newton Hessian of exact
-    forward-mode residual Jacobians, or BFGS on J's exact gradient), compiled once, for at most
+    forward-mode residual Jacobians for 20 iterations and BFGS after, or BFGS on J's exact
+    gradient), compiled once, for at most
     ``max_evaluations`` evaluations; a start where J is not finite (the solve fails there) ends
     at once with NLL +inf. With ``processes`` > 1 the starts are shared among that many worker
     processes; each builds its own objective by calling ``rebuild()`` (a picklable function,

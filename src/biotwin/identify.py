@@ -14,8 +14,8 @@ Each profile is traced from x*_k in both directions on the optimisation scale. E
 re-optimised, warm-started from the previous point extrapolated along the path (the secant
 through the last two points, a predictor-corrector continuation), with exact JAX derivatives,
 by the bounded local minimiser of :mod:`biotwin.optimise` (a trust region with the Gauss-Newton
-Hessian of the residuals when the objective has them, J = 1/2 |r|^2 + const, BFGS on J's
-gradient otherwise). The step adapts to the
+Hessian of the residuals when the objective has them, J = 1/2 |r|^2 + const, for 20 iterations
+and BFGS after, BFGS on J's gradient otherwise). The step adapts to the
 profile: it doubles while J changes by less than Delta/10 between points, halves when it changes
 by more than 0.4 Delta, and a step that jumps by more than Delta is taken again at half length.
 A side ends when the profile exceeds Delta (the interval end is then interpolated linearly in

@@ -10,32 +10,39 @@ for ODE models): each iteration minimises the quadratic model
 over a trust region scaled by the distance to the bounds (Coleman-Li), and reflects steps that
 would leave the box.
 
-* With residuals (J = 1/2 |r|^2 + const): g = J_r^T r is exact and H = J_r^T J_r is the
-  Gauss-Newton Hessian, both from the residuals' exact Jacobian J_r by forward-mode JAX
-  derivatives. One compiled program returns J, r and J_r, so each trial point costs one
-  forward-sensitivity solve.
+* With residuals (J = 1/2 |r|^2 + const): g = J_r^T r is exact, and H is the Gauss-Newton
+  Hessian J_r^T J_r, both from the residuals' exact Jacobian J_r by forward-mode JAX
+  derivatives, for the first 20 iterations; after that fides' HybridFixed (pyPESTO's default
+  with AMICI's Fisher information) switches to a BFGS update from the exact gradients, which
+  learns the curvature Gauss-Newton leaves out (the residuals' own second derivatives) where
+  the fit is poor or a valley of near-equivalent parameters is curved. One compiled program
+  returns J, r and J_r, so each trial point costs one forward-sensitivity solve.
 * Without: g is J's exact gradient and H the BFGS approximation built from the gradients.
 
-Switching from Gauss-Newton to BFGS after 20 iterations without a trust-region change (fides'
-HybridFixed, pyPESTO's default with AMICI's Fisher information) found the same optima from the
-same 20 starts on Boehm (10 starts at the best against 12), Crauste (260.45 against 260.48) and
-Elowitz (-60.36 against -60.05): plain Gauss-Newton stays, one Hessian fewer to explain.
+Same 20 Sobol starts on one core, Gauss-Newton throughout against the switch to BFGS:
+Crauste_CellSystems2017 best NLL 260.34 against 212.06 (total 128 s against 62 s; Gauss-Newton
+crept along a valley at 2e-5 per iteration for 1,800 iterations), Elowitz_Nature2000 -59.96
+against -60.49 (96 s against 60 s), Boehm_JProteomeRes2014 147.544 either way (11 against 10
+starts there, 11.5 s against 8.7 s), Perelson_Science1996 222.281 either way (9 against 8 starts,
+6.3 s against 7.6 s). (Measured before the stiff solver's Newton stop was fixed, when a third of
+Crauste's trial points failed, the two had found the same optima.)
 
 A start stops when an accepted step changes J by less than :data:`NLL_TOLERANCE` (absolute;
 :data:`NLL_RELATIVE_TOLERANCE` relative), or |g| < :data:`GRADIENT_TOLERANCE`: far below what the
 data can resolve (a 95 % likelihood-ratio interval is 1.92 wide), so no evaluation is spent
 polishing digits no one can use. A trial point where J is not finite (a failed or blown-up
 solve) is a rejected step: the trust region shrinks. A failed solve is the costliest evaluation
-(the stiff solver spends its whole step budget first: 0.7 s with sensitivities on
-Crauste_CellSystems2017, against 0.02 s for a typical point), and on a problem that has failed once
+(the stiff solver spends its whole step budget first: about 1 s with sensitivities on
+Crauste_CellSystems2017, against 0.017 s for a typical point), and on a problem that has failed once
 the trust region keeps growing back into the failing region after each accepted step. So once a
 problem has had a failure, every trial point (a start's first point too) is first checked by J
 alone, without sensitivities
-(0.01 s where it succeeds, 0.28 s where it fails), as soon as that check is compiled: its
+(0.007 s where it succeeds, 0.12 s where it fails), as soon as that check is compiled: its
 compilation starts in a background thread at the first failure, so a problem that never fails
 neither waits for it nor pays for the checks. The steps taken are the same, as J alone fails
 exactly where J with sensitivities does; on Crauste's three slowest of 20 Sobol starts the time went
-from 81.5 s to 55.1 s. A start where J is not finite stops at once.
+from 81.5 s to 55.1 s (measured with the stiff solver's old Newton stop, when failures were
+three times as costly). A start where J is not finite stops at once.
 
 Measured on Boehm_JProteomeRes2014 (4 Sobol starts, default objective, shared 2-core machine):
 SciPy's trust-region reflective least squares with tolerances 1e-10 took 75 s, two starts
@@ -231,7 +238,7 @@ class Minimiser:
 
         optimiser = fides.Optimizer(
             fun, ub=high, lb=low, verbose=logging.ERROR,
-            hessian_update=None if self.least_squares else fides.BFGS(),
+            hessian_update=fides.HybridFixed() if self.least_squares else fides.BFGS(),
             options={fides.Options.MAXITER: max(max_evaluations - 1, 1), fides.Options.MAXTIME: max_seconds,
                      fides.Options.FATOL: NLL_TOLERANCE,
                      fides.Options.FRTOL: NLL_RELATIVE_TOLERANCE, fides.Options.GATOL: GRADIENT_TOLERANCE},
