@@ -24,8 +24,9 @@ clock when the first start that reached the tool's own best NLL (within 1e-3) fi
 the other (Elowitz: biotwin -60.49, pyPESTO -25.50 from the same 20 starts), the times to each
 one's own best measure different searches, so the table also gives the *time to the common
 target*: the first start that reached the worse of the two bests, the best NLL both found. A
-start has *converged* when its NLL is within 0.1 of the best NLL either tool found. A tool that runs past ``--time-limit`` seconds on a problem
-stops starting new local optimisations (and fides is told the remaining time): the table marks it.
+start has *converged* when its NLL is within 0.1 of the best NLL either tool found. A tool that
+runs past ``--time-limit`` seconds on a problem stops starting new local optimisations (and fides
+is told the remaining time): the table marks it.
 
 Run (about 20 minutes on 2 cores)::
 

@@ -182,7 +182,6 @@ def test_a_shared_problem_has_a_finite_gradient_and_residuals(shared_data: Path)
     )
 
 
-
 def test_a_stiff_point_of_a_multistart_solves_within_the_step_budget(shared_data: Path):
     """A point of Crauste's multi-start where effector cells reach 1e8 and a late-effector rate is
     -2e6: with Newton stopped at the step tolerances themselves the stiff solver rejected half its
@@ -198,6 +197,7 @@ def test_a_stiff_point_of_a_multistart_solves_within_the_step_budget(shared_data
     tight = problem.objective(method="kvaerno5", rtol=1e-10, atol=1e-12, max_steps=100_000)
     assert math.isfinite(value)
     assert value == pytest.approx(float(tight.nll(tight.point(point))), abs=1e-4)
+
 
 # ---------------------------------------------------------------------- a problem written by hand
 SBML_TURNOVER = """<?xml version="1.0" encoding="UTF-8"?>

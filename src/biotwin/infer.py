@@ -88,6 +88,8 @@ from biotwin.progress import Progress
 RHAT_LIMIT = 1.01
 #: Fewer effective draws than this per chain make the R-hat and ESS estimates themselves unreliable.
 MIN_ESS_PER_CHAIN = 100
+#: The default NUTS tree depth cap: at most 2^depth leapfrog steps per draw.
+DEFAULT_MAX_TREE_DEPTH = 10
 #: Step of the central differences of the gradient that give the Laplace Hessian (in z).
 HESSIAN_STEP = 1e-4
 #: Newton steps towards the mode from each start: at most this many, first trust radius (in z),
@@ -418,6 +420,11 @@ class Posterior:
         return max(self.rhat.values())
 
     @property
+    def at_max_depth(self) -> float:
+        """The share of draws whose trajectory stopped at the tree depth cap."""
+        return at_max_depth(self.tree_depth, self.max_tree_depth)
+
+    @property
     def min_ess(self) -> float:
         return min(self.ess_bulk.values())
 
@@ -592,6 +599,12 @@ def ess_bulk(draws: np.ndarray) -> float:
     return float(effective_sample_size(_split(_rank_normalise(draws))))
 
 
+def at_max_depth(tree_depth: np.ndarray, max_tree_depth: int) -> float:
+    """The share of draws whose NUTS trajectory stopped at the depth cap, not by a U-turn: where it
+    is large, the chains explore a ridge slowly, and R-hat and ESS say how far that matters."""
+    return float(np.mean(tree_depth >= max_tree_depth))
+
+
 def _warnings(posterior_names: Sequence[str], rhats: Mapping[str, float], ess: Mapping[str, float], divergences: int,
               tree_depth: np.ndarray, max_tree_depth: int, chains: int) -> tuple[str, ...]:
     """The messages of everything the diagnostics find wrong, worst parameter named."""
@@ -613,7 +626,7 @@ def _warnings(posterior_names: Sequence[str], rhats: Mapping[str, float], ess: M
             f"bulk ESS of '{poorest}' is {ess[poorest]:.0f} < {MIN_ESS_PER_CHAIN * chains} ({MIN_ESS_PER_CHAIN} per chain): "
             "too few effective draws for reliable estimates; run more samples"
         )
-    saturated = float(np.mean(tree_depth >= max_tree_depth))
+    saturated = at_max_depth(tree_depth, max_tree_depth)
     if saturated > 0.01:
         found.append(
             f"{saturated:.0%} of the trajectories hit the maximum tree depth {max_tree_depth}: the sampler is slow "
@@ -1104,7 +1117,7 @@ def infer(
     samples: int = 1000,
     seed: int = 0,
     target_accept: float = 0.8,
-    max_tree_depth: int = 10,
+    max_tree_depth: int = DEFAULT_MAX_TREE_DEPTH,
     progress: Progress | None = None,
 ) -> Posterior:
     """Sample the posterior of ``objective``'s parameters by NUTS, ``chains`` chains started from best fits.
