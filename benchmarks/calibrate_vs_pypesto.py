@@ -6,7 +6,8 @@ scrambled Sobol points over the bounds on each parameter's optimisation scale
 Both run their starts one after another in one process:
 
 * biotwin: ``load_petab(...).objective(method="kvaerno5")`` (the stiff solver for every start,
-  as AMICI's CVODES BDF; the default step budget is AMICI's, 10,000), then
+  as AMICI's CVODES BDF; ``--method rodas5`` for the Rosenbrock method; the default step budget
+  is AMICI's, 10,000), then
   :func:`biotwin.fit.multistart`: fides' trust region with the Gauss-Newton Hessian of exact
   forward-mode residual Jacobians for 20 iterations and BFGS after (fides' HybridFixed, as
   pyPESTO's), biotwin's default tolerances;
@@ -50,7 +51,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine import PETAB, PETAB_PROBLEMS, petab_objective, print_machine
+from machine import CALIBRATION_METHOD, PETAB, PETAB_PROBLEMS, petab_objective, print_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER = ROOT / ".peer-venv" / "bin"
@@ -140,14 +141,15 @@ def peer_in_subprocess(request: dict) -> dict:
 
 
 # ---------------------------------------------------------------------- biotwin (main environment)
-def run_biotwin(name: str, starts: int, seed: int, max_evaluations: int, time_limit: float) -> tuple[dict, dict]:
+def run_biotwin(name: str, starts: int, seed: int, max_evaluations: int, time_limit: float,
+                method: str = CALIBRATION_METHOD) -> tuple[dict, dict]:
     """biotwin's multi-start on one problem, timed as pyPESTO's; and the request for the peer."""
     import numpy as np
 
     from biotwin.fit import multistart, start_points
 
     began = time.perf_counter()
-    objective = petab_objective(name)
+    objective = petab_objective(name, method)
     points = start_points(objective, starts, seed)
     lead = time.perf_counter() - began  # reading the problem, before multistart's own clock
     calibration = multistart(objective, starts=points, max_evaluations=max_evaluations, time_limit=time_limit - lead)
@@ -171,6 +173,8 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=300.0,
                         help="seconds per problem and tool after which no new start begins (default 300)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the Sobol start points")
+    parser.add_argument("--method", default=CALIBRATION_METHOD, choices=("kvaerno5", "rodas5", "rodas4"),
+                        help=f"biotwin's stiff solver (default {CALIBRATION_METHOD}; rodas5: the Rosenbrock method)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "calibrate_vs_pypesto.json",
                         help="every start's NLL and finishing time, per problem and tool (JSON)")
     parser.add_argument("--peer", nargs=2, metavar=("REQUEST", "RESULT"), help=argparse.SUPPRESS)
@@ -193,7 +197,7 @@ def main() -> None:
     rows = []
     for name in problems:
         console.print(f"[bold]{name}[/]: biotwin, {starts} starts ...")
-        ours, request = run_biotwin(name, starts, args.seed, args.max_evaluations, args.time_limit)
+        ours, request = run_biotwin(name, starts, args.seed, args.max_evaluations, args.time_limit, args.method)
         console.print(f"[bold]{name}[/]: pyPESTO + AMICI, the same {starts} starts ...")
         theirs = peer_in_subprocess({**request, "time_limit": args.time_limit})
         rows.append((name, ours, theirs))

@@ -88,9 +88,14 @@ def max_relative_error(values: Any, reference: Any) -> float:
     return float(np.max(np.abs(values - reference) / denominator))
 
 
-def petab_objective(name: str) -> Any:
-    """The objective of a shared PEtab problem as the calibration benchmarks fit it: Kvaerno5 for every
-    start (the stiff solver, as AMICI's CVODES BDF), biotwin's default tolerances and step budget."""
+#: The solver the calibration benchmarks fit with unless told otherwise: the stiff one, as AMICI's CVODES BDF.
+CALIBRATION_METHOD = "kvaerno5"
+
+
+def petab_objective(name: str, method: str = CALIBRATION_METHOD) -> Any:
+    """The objective of a shared PEtab problem as the calibration benchmarks fit it: a stiff solver for
+    every start (Kvaerno5 by default; ``rodas5`` for the Rosenbrock method), biotwin's default
+    tolerances and step budget."""
     from biotwin.io.petab import load_petab
 
-    return load_petab(PETAB / name / f"{name}.yaml").objective(method="kvaerno5")
+    return load_petab(PETAB / name / f"{name}.yaml").objective(method=method)

@@ -218,3 +218,28 @@ def test_bad_requests_are_clear_errors(decay: Model):
 def test_a_large_dose_into_an_empty_state_is_not_a_blow_up(decay: Model):
     got = simulate(decay, None, {"x": 0.0}, [0.0, 1.0, 2.0], doses=[Bolus(0.0, "x", 1e13)], **TIGHT).state("x")
     np.testing.assert_allclose(got, 1e13 * np.exp(-0.5 * np.array([0.0, 1.0, 2.0])), rtol=1e-8)
+
+
+def test_a_solve_whose_steps_keep_being_rejected_stops_after_the_rejection_limit():
+    """The vector field sqrt(-y) is NaN at y = 1: every step is rejected, and the solve gives up after
+    MAX_REJECTED_IN_ROW of them (as CVODES does) instead of shrinking the step towards round-off
+    and spending its whole step budget. (On the failing start points of Crauste_CellSystems2017's
+    multi-start the limit cuts a failed solve from 0.57 s to 0.035 s.)"""
+    import diffrax
+
+    from biotwin.simulate import MAX_REJECTED_IN_ROW, step_controller
+
+    def field(t, y, args):
+        return jnp.sqrt(-y)
+
+    def solve(controller):
+        return diffrax.diffeqsolve(diffrax.ODETerm(field), diffrax.Tsit5(), 0.0, 1.0, None, jnp.array([1.0]),
+                                   stepsize_controller=controller, max_steps=4096, throw=False)
+
+    limited = solve(step_controller(1e-8, 1e-10))
+    assert int(limited.stats["num_accepted_steps"]) == 0
+    assert limited.result == diffrax.RESULTS.dt_min_reached
+    assert int(limited.stats["num_rejected_steps"]) == MAX_REJECTED_IN_ROW
+    unlimited = solve(diffrax.PIDController(rtol=1e-8, atol=1e-10))
+    assert unlimited.result == diffrax.RESULTS.max_steps_reached  # what every failing solve cost before
+    assert int(unlimited.stats["num_steps"]) == 4096

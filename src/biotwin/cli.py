@@ -138,7 +138,7 @@ def simulate(
     infusion: Annotated[
         list[str], typer.Option("--infusion", help="Constant infusion STATE:START:STOP:RATE (repeatable).")
     ] = [],  # noqa: B006
-    method: Annotated[str, typer.Option(help="Solver: auto, tsit5, dopri5, dopri8, kvaerno5, kencarp4.")] = "auto",
+    method: Annotated[str, typer.Option(help="Solver: auto, tsit5, dopri5, dopri8, kvaerno5, kencarp4, rodas5, rodas4.")] = "auto",
     rtol: Annotated[float, typer.Option(help="Relative tolerance.")] = 1e-6,
     atol: Annotated[float, typer.Option(help="Absolute tolerance.")] = 1e-9,
     data: Annotated[

@@ -67,7 +67,7 @@ from biotwin.likelihood import (
 )
 from biotwin.model import TIME, Model
 from biotwin.objective import TRANSFORMS, Measurements, Objective, from_scale, to_scale
-from biotwin.simulate import Plan, implicit_solver, make_plan
+from biotwin.simulate import Plan, implicit_solver, make_plan, step_controller
 
 #: Solver steps per experiment before a solve counts as failed: AMICI's default. A multi-start
 #: visits parameters where the model is very stiff; 100,000 steps made such failures cost 2-10 s.
@@ -496,7 +496,7 @@ class _Builder:
             solution = diffrax.diffeqsolve(
                 term, implicit_solver(rtol, atol), 0.0, PREEQUILIBRATION_HORIZON, None, y0,
                 saveat=diffrax.SaveAt(t1=True),
-                stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+                stepsize_controller=step_controller(rtol, atol),
                 event=diffrax.Event(diffrax.steady_state_event(rtol=rtol, atol=atol)),
                 max_steps=max_steps, adjoint=diffrax.ForwardMode(), throw=False,
             )
