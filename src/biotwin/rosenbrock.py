@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -83,7 +83,7 @@ def _rodas5() -> RosenbrockTableau:
          -6.685968952921985, -5.810979938412932],
     ]
     return RosenbrockTableau(
-        name="rodas5", order=5, gamma=0.19, a=_lower(a[:stages], stages), C=_lower(C, stages),
+        name="rodas5", order=5, gamma=0.19, a=_lower(a, stages), C=_lower(C, stages),
         c=(0.0, 0.38, 0.3878509998321533, 0.4839718937873840, 0.4570477008819580, 1.0, 1.0, 1.0),
         d=(0.19, -0.1823079225333714636, -0.319231832186874912, 0.3449828624725343, -0.377417564392089818,
            0.0, 0.0, 0.0),
@@ -108,7 +108,7 @@ def _rodas4() -> RosenbrockTableau:
         [8.083246795921522, -7.981132988064893, -31.52159432874371, 16.31930543123136, -6.058818238834054],
     ]
     return RosenbrockTableau(
-        name="rodas4", order=4, gamma=0.25, a=_lower(a[:stages], stages), C=_lower(C, stages),
+        name="rodas4", order=4, gamma=0.25, a=_lower(a, stages), C=_lower(C, stages),
         c=(0.0, 0.386, 0.21, 0.63, 1.0, 1.0),
         d=(0.25, -0.1043, 0.1035, -0.0362, 0.0, 0.0),
     )
@@ -125,8 +125,6 @@ def tableau(name: str) -> RosenbrockTableau:
 @lru_cache(maxsize=1)
 def _solver_class() -> type:
     """The diffrax solver class, defined on first use: importing this module does not import diffrax."""
-    from typing import ClassVar
-
     import diffrax
     import equinox as eqx
     import jax
@@ -185,7 +183,7 @@ def _solver_class() -> type:
 
             f0, f_t = jax.jvp(lambda t: f(t, y0), (t0,), (jnp.ones_like(t0),))
             rate_at_start = eqx.filter_closure_convert(lambda y: f(t0, y), y0)
-            jacobian = jax.lax.stop_gradient(jax.jacfwd(lambda y: f(t0, y))(y0))
+            jacobian = jax.lax.stop_gradient(jax.jacfwd(rate_at_start)(y0))
             eye = jnp.eye(y0.shape[0], dtype=y0.dtype)
             factors = jsl.lu_factor(eye / jax.lax.stop_gradient(h * method.gamma) - jacobian)
             a, C = np.asarray(method.a), np.asarray(method.C)
@@ -208,6 +206,7 @@ def _solver_class() -> type:
     return Rosenbrock
 
 
+@lru_cache(maxsize=8)
 def rosenbrock_solver(name: str = "rodas5") -> Any:
     """A diffrax solver for the Rosenbrock method ``name`` (see :data:`TABLEAUX`)."""
     return _solver_class()(tableau(name))

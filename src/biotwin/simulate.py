@@ -19,6 +19,7 @@ the time it happened; a solve whose steps keep being rejected stops as failed (s
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -44,6 +45,8 @@ EXPLICIT_METHOD = "tsit5"
 TIGHT_RTOL = 1e-7
 TIGHT_EXPLICIT_METHOD = "dopri8"
 STIFF_METHOD = "kvaerno5"
+#: The methods for stiff systems: they step onto every output time (see :meth:`Simulator.solve`).
+STIFF_METHODS = ("kvaerno5", "kencarp4", *ROSENBROCK_METHODS)
 #: An explicit solver needs about |lambda_max| * span / 3 steps to stay stable; beyond this many
 #: the implicit solver is cheaper.
 STIFFNESS_STEPS = 2e4
@@ -208,19 +211,18 @@ class Simulator:
 
         solvers = {
             "tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8,
-            "kvaerno5": diffrax.Kvaerno5, "kencarp4": diffrax.Kvaerno4,
+            "kvaerno5": lambda: implicit_solver(rtol, atol, diffrax.Kvaerno5),
+            "kencarp4": lambda: implicit_solver(rtol, atol, diffrax.Kvaerno4),
+            **{name: functools.partial(rosenbrock_solver, name) for name in ROSENBROCK_METHODS},
         }
-        if method not in (*solvers, *ROSENBROCK_METHODS):
-            raise SolverError(f"unknown method '{method}'; choose one of auto, {', '.join((*solvers, *ROSENBROCK_METHODS))}")
+        if method not in solvers:
+            raise SolverError(f"unknown method '{method}'; choose one of auto, {', '.join(solvers)}")
         self.model = model
         self.method = method
-        self.stiff = method in ("kvaerno5", "kencarp4", *ROSENBROCK_METHODS)
+        self.stiff = method in STIFF_METHODS
         self.rtol, self.atol = rtol, atol
         self.max_steps = max_steps or (STIFF_MAX_STEPS if self.stiff else EXPLICIT_MAX_STEPS)
-        if method in ROSENBROCK_METHODS:
-            self._solver = rosenbrock_solver(method)
-        else:
-            self._solver = implicit_solver(rtol, atol, solvers[method]) if self.stiff else solvers[method]()
+        self._solver = solvers[method]()
         self._adjoint = diffrax.ForwardMode() if adjoint == "forward" else diffrax.RecursiveCheckpointAdjoint()
         self._compiled = model.compiled if dynamics is None else dynamics
         self._batched: dict[tuple[Any, ...], Any] = {}
@@ -325,9 +327,9 @@ def step_controller(rtol: float, atol: float, step_ts: Any = None) -> Any:
     fail in 0.02-0.03 s and two in 0.3-0.4 s (their steps reach round-off, where a step that
     changes nothing is accepted). The limit is higher than CVODES's because a step across a
     discontinuity (a Heaviside term) at tight tolerances is rejected more than 10 times before it
-    is small enough. Rejections before the
-    first accepted step do not count either: they only shrink a first step guessed too large
-    (counted, they stalled 4 of Boehm_JProteomeRes2014's 10 converging starts near the optimum).
+    is small enough. Rejections before the first accepted step do not count either: they only
+    shrink a first step guessed too large (counted, they stalled 4 of Boehm_JProteomeRes2014's 10
+    converging starts near the optimum).
     """
     import diffrax
 
