@@ -43,19 +43,46 @@ def test_version_from_the_installed_console_script():
     assert result.returncode == 0 and result.stdout.strip().startswith("biotwin 0.")
 
 
-def test_help_is_fast_and_does_not_import_the_numerics():
-    probe = "import sys, biotwin.cli; print(any(m in sys.modules for m in ('jax', 'sympy', 'pandas', 'diffrax')))"
-    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"
-    # The CPU time of the child process, not the wall clock: the test suite runs in parallel workers,
-    # and a busy machine stretches wall time without making the command any heavier.
+# A Typer application of one command, with the same rich help: what any command line built on
+# Typer and Rich pays for ``--help`` before a line of biotwin runs.
+BARE_TYPER_HELP = """
+import typer
+app = typer.Typer(add_completion=False)
+@app.command()
+def simulate(model: str, rtol: float = 1e-8) -> None:
+    \"\"\"Simulate a model.\"\"\"
+@app.command()
+def fit(model: str) -> None:
+    \"\"\"Fit a model.\"\"\"
+app()
+"""
+
+
+def _child_cpu_seconds(command: list[str]) -> float:
+    """The least CPU time (user + system) of three runs of a child process that must succeed."""
     durations = []
     for _ in range(3):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        result = run("--help")
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                                env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        assert result.returncode == 0 and "simulate" in result.stdout, result.stderr
         durations.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-        assert result.returncode == 0 and "simulate" in result.stdout
-    assert min(durations) < 0.5, durations
+    return min(durations)
+
+
+def test_help_is_fast_and_does_not_import_the_numerics():
+    probe = "import sys, biotwin.cli; print(any(m in sys.modules for m in ('jax', 'sympy', 'pandas', 'diffrax')))"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"
+    # CPU time of the child, not wall time: the suite runs in parallel workers, and a busy machine
+    # stretches the wall clock without making the command heavier. Measured against a bare Typer
+    # application on the same machine, in the same moment, because the framework's own help
+    # (Typer, Rich, Markdown) is nearly all of the cost, and it varies 2x between machines and with
+    # the load (0.23-0.45 s). Ours took 0.9-1.3x the bare application's; importing pandas with
+    # NumPy alone adds 0.8 s of CPU time on the same machine.
+    framework = _child_cpu_seconds([sys.executable, "-c", BARE_TYPER_HELP, "--help"])
+    ours = _child_cpu_seconds([*BIOTWIN, "--help"])
+    assert ours < 1.5 * framework, (ours, framework)
 
 
 def test_data_check_summarises_the_file():

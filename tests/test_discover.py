@@ -136,6 +136,9 @@ def test_a_michaelis_constant_between_grid_points_is_fitted_on_the_rates_and_the
     assert chosen.fit.parameters[coefficient] == pytest.approx(-1.5, rel=0.2)
 
 
+# Slow (50-80 s): tests/test_weak_rows.py checks in the default suite that the weak-form rows pick
+# the right law where the smoothed derivatives miss it; here the whole pipeline is run on it.
+@pytest.mark.slow
 def test_a_forced_pendulum_is_found_in_the_weak_form_from_sparse_noisy_data():
     # ODEBench 43 (x0' = x1, x1' = c0 - sin x0 - c1 x1) with 5% noise and half the points dropped:
     # on the smoothed derivatives the three-term law is no best subset and the path misses it; in
