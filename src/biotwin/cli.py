@@ -777,7 +777,7 @@ def bench_list(suite: Annotated[str, typer.Option(help="odebench or bio.")] = "b
 @user_errors
 def bench_run(
     suite: Annotated[str, typer.Option(help="Suite: odebench or bio.")] = "odebench",
-    method: Annotated[list[str], typer.Option("--method", "-m", help="Method (repeatable): pysindy, pysindy-cv, operon.")] = ["pysindy"],  # noqa: B006
+    method: Annotated[list[str], typer.Option("--method", "-m", help="Method (repeatable): biotwin, pysindy, pysindy-cv, operon.")] = ["pysindy"],  # noqa: B006
     noise: Annotated[str | None, typer.Option(help="Multiplicative noise levels sigma, comma-separated (default 0, or none with --corrupt).")] = None,
     subsample: Annotated[str, typer.Option(help="Fractions rho of points dropped, comma-separated.")] = "0",
     corrupt: Annotated[list[str], typer.Option("--corrupt", help="Further corruption spec (repeatable), e.g. 'lognormal=0.1,hide=x'.")] = [],  # noqa: B006
