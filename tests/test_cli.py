@@ -17,9 +17,12 @@ BIOTWIN = [sys.executable, "-m", "biotwin.cli"]
 USER_ERROR = 2
 
 
+#: A wide terminal and no inherited environment, for every child process of these tests.
+CHILD_ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+
+
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*BIOTWIN, *args], capture_output=True, text=True, cwd=cwd, timeout=300,
-                          env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    return subprocess.run([*BIOTWIN, *args], capture_output=True, text=True, cwd=cwd, timeout=300, env=CHILD_ENV)
 
 
 def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
@@ -43,7 +46,7 @@ def test_version_from_the_installed_console_script():
     assert result.returncode == 0 and result.stdout.strip().startswith("biotwin 0.")
 
 
-# A Typer application of one command, with the same rich help: what any command line built on
+# A Typer application of two commands, with the same rich help: what any command line built on
 # Typer and Rich pays for ``--help`` before a line of biotwin runs.
 BARE_TYPER_HELP = """
 import typer
@@ -64,8 +67,7 @@ def _least_cpu_seconds(*commands: list[str], runs: int = 5) -> list[float]:
     for _ in range(runs):
         for k, command in enumerate(commands):
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            result = subprocess.run(command, capture_output=True, text=True, timeout=60,
-                                    env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+            result = subprocess.run(command, capture_output=True, text=True, timeout=60, env=CHILD_ENV)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             assert result.returncode == 0 and "simulate" in result.stdout, result.stderr
             least[k] = min(least[k], after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)

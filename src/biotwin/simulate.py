@@ -19,10 +19,9 @@ the time it happened; a solve whose steps keep being rejected stops as failed (s
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
@@ -213,7 +212,7 @@ class Simulator:
             "tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8,
             "kvaerno5": lambda: implicit_solver(rtol, atol, diffrax.Kvaerno5),
             "kencarp4": lambda: implicit_solver(rtol, atol, diffrax.Kvaerno4),
-            **{name: functools.partial(rosenbrock_solver, name) for name in ROSENBROCK_METHODS},
+            **{name: partial(rosenbrock_solver, name) for name in ROSENBROCK_METHODS},
         }
         if method not in solvers:
             raise SolverError(f"unknown method '{method}'; choose one of auto, {', '.join(solvers)}")
