@@ -199,6 +199,30 @@ def test_a_stiff_point_of_a_multistart_solves_within_the_step_budget(shared_data
     assert value == pytest.approx(float(tight.nll(tight.point(point))), abs=1e-4)
 
 
+def test_the_gradient_exists_wherever_the_nll_is_finite(shared_data: Path):
+    """A trial point of Elowitz's multi-start where a rejected step's Newton iteration diverges: the
+    forward sensitivities of that step's stages raised there (a linear solve fed NaN) although the
+    NLL is finite, so the optimiser took a good point for a failed one. The gradient of J = 1/2 |r|^2
+    + const from the residuals' Jacobian now exists and matches central differences of J."""
+    from biotwin.optimise import Minimiser
+
+    name = "Elowitz_Nature2000"
+    problem = load_petab(shared_data / "petab" / name / f"{name}.yaml")
+    objective = problem.objective(method="kvaerno5")
+    point = {"KM": 885.6, "background": 0.001867, "eff": 0.0006718, "eff_GFP": 0.05203, "init_GFP": 1.043e-05,
+             "init_GFP_mRNA": 20.65, "init_X_mRNA": 43.09, "init_X_protein": 25.48, "init_Y_mRNA": 45.12,
+             "init_Y_protein": 2.184e-05, "init_Z_mRNA": 9.227e-05, "init_Z_protein": 36.61, "n_Hill": 0.007271,
+             "scale": 0.3715, "sigma": 5.991, "tau_mRNA": 100.8, "tau_mRNA_GFP": 1.375e-05, "tau_prot": 0.0003752,
+             "tau_prot_GFP": 1.059e-05, "tps_active": 0.007555, "tps_repr": 1.522e-05}
+    x = objective.point(point)
+    value, gradient, _ = Minimiser(objective).evaluate(x)
+    assert math.isfinite(value) and value == pytest.approx(float(objective.nll(x)), rel=1e-12)
+    direction = np.random.default_rng(0).standard_normal(x.size)
+    step = 1e-6
+    central = (float(objective.nll(x + step * direction)) - float(objective.nll(x - step * direction))) / (2 * step)
+    assert float(gradient @ direction) == pytest.approx(central, rel=1e-6)
+
+
 # ---------------------------------------------------------------------- a problem written by hand
 SBML_TURNOVER = """<?xml version="1.0" encoding="UTF-8"?>
 <sbml xmlns="http://www.sbml.org/sbml/level3/version2/core" level="3" version="2">

@@ -224,6 +224,7 @@ class Simulator:
         self._solver = solvers[method]()
         self._adjoint = diffrax.ForwardMode() if adjoint == "forward" else diffrax.RecursiveCheckpointAdjoint()
         self._compiled = model.compiled if dynamics is None else dynamics
+        self._rhs = finite_tangents(self._compiled.rhs) if adjoint == "forward" else self._compiled.rhs
         self._batched: dict[tuple[Any, ...], Any] = {}
 
     def solve(self, theta: jax.Array, y0: jax.Array, plan: Plan) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
@@ -231,7 +232,7 @@ class Simulator:
         import jax
         import jax.numpy as jnp
 
-        compiled = self._compiled
+        compiled, rhs = self._compiled, self._rhs
         n_inputs = compiled.n_inputs
         plan = Plan(*(jnp.asarray(part, dtype=jnp.float64) for part in plan))
         save_times = plan.save_times
@@ -246,7 +247,7 @@ class Simulator:
 
         def vector_field(t: Any, y: Any, args: Any) -> Any:
             level = args
-            return compiled.rhs(t, y, theta, level[:n_inputs]) + level[n_inputs:]
+            return rhs(t, y, theta, level[:n_inputs]) + level[n_inputs:]
 
         def blown_up(t: Any, y: Any, args: Any, **kwargs: Any) -> Any:
             return jnp.any(~jnp.isfinite(y)) | (jnp.max(jnp.abs(y)) > limit)
@@ -382,6 +383,37 @@ def _rejection_limit() -> type:
             return keep, next_t0, next_t1, jumped, (state, rejected, stepped), result
 
     return RejectionLimit
+
+
+def finite_tangents(rhs: Any) -> Any:
+    """``rhs(t, y, theta, u)`` with the same values, whose forward-mode derivatives are 0 where they are not finite.
+
+    Forward sensitivities through an implicit step differentiate each stage's Newton root by the
+    implicit function theorem: a linear solve with the stage Jacobian I - h gamma df/dy at the
+    root, for every stage of every step, also of a step that is rejected. Where Newton diverged
+    in such a step (a trial step too long, states pushed out of the model's domain) the root is
+    not finite, so are the derivatives of f there, and the linear solve raises although the step
+    is thrown away and the solve succeeds: on Elowitz_Nature2000, 86 of the 722 trial points of
+    a 20-start calibration had a finite NLL and no derivatives (NLL 130-570 among them, where
+    AMICI's sensitivities are finite), and the optimiser shrank its trust region at each. Taking
+    non-finite derivatives of f as 0 makes that solve harmless; where the step is accepted the
+    derivatives are finite and unchanged (gradients agree with central differences of the NLL to
+    1e-11 relative there). The mask depends on the tangents, so the derivative is not linear in
+    them and has no transpose: for forward mode only.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    @jax.custom_jvp
+    def finite(t: Any, y: Any, theta: Any, u: Any) -> Any:
+        return rhs(t, y, theta, u)
+
+    @finite.defjvp
+    def finite_jvp(primals: tuple, tangents: tuple) -> tuple[Any, Any]:
+        value, derivative = jax.jvp(rhs, primals, tangents)
+        return value, jnp.where(jnp.isfinite(derivative), derivative, 0.0)
+
+    return finite
 
 
 @lru_cache(maxsize=64)

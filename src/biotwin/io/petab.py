@@ -67,7 +67,7 @@ from biotwin.likelihood import (
 )
 from biotwin.model import TIME, Model
 from biotwin.objective import TRANSFORMS, Measurements, Objective, from_scale, to_scale
-from biotwin.simulate import Plan, implicit_solver, make_plan, step_controller
+from biotwin.simulate import Plan, finite_tangents, implicit_solver, make_plan, step_controller
 
 #: Solver steps per experiment before a solve counts as failed: AMICI's default. A multi-start
 #: visits parameters where the model is very stiff; 100,000 steps made such failures cost 2-10 s.
@@ -490,9 +490,10 @@ class _Builder:
         initial = initial_function(model)
         rtol, atol, max_steps = self.rtol, self.atol, self.max_steps
         no_inputs = jnp.zeros(compiled.n_inputs)
+        rhs = finite_tangents(compiled.rhs)  # the steady state is differentiated in forward mode too
 
         def steady_state(theta: Any, y0: Any) -> tuple[Any, Any]:
-            term = diffrax.ODETerm(lambda t, y, args: compiled.rhs(t, y, theta, no_inputs))
+            term = diffrax.ODETerm(lambda t, y, args: rhs(t, y, theta, no_inputs))
             solution = diffrax.diffeqsolve(
                 term, implicit_solver(rtol, atol), 0.0, PREEQUILIBRATION_HORIZON, None, y0,
                 saveat=diffrax.SaveAt(t1=True),
