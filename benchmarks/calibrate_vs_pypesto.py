@@ -22,7 +22,7 @@ not counted) and includes building and compiling the model: AMICI compiles its C
 fresh temporary folder every run, biotwin compiles its JAX program. *Time to best* is the
 clock when the first start that reached the tool's own best NLL (within 1e-3) finished; the
 *ratio* is pyPESTO's time to best over biotwin's. Where one tool finds a far better optimum than
-the other (Elowitz: biotwin -60.49, pyPESTO -25.50 from the same 20 starts), the times to each
+the other (Elowitz: biotwin -60.47, pyPESTO -25.50 from the same 20 starts), the times to each
 one's own best measure different searches, so the table also gives the *time to the common
 target*: the first start that reached the worse of the two bests, the best NLL both found. A
 start has *converged* when its NLL is within 0.1 of the best NLL either tool found. A tool that

@@ -12,7 +12,7 @@ from scipy.linalg import expm
 from biotwin.data import Bolus, Dataset, Experiment, Input
 from biotwin.errors import DataError, ModelError, SolverError
 from biotwin.model import Model
-from biotwin.simulate import is_stiff, make_plan, simulate, simulate_dataset, simulator
+from biotwin.simulate import finite_tangents, is_stiff, make_plan, simulate, simulate_dataset, simulator
 
 TIGHT = dict(rtol=1e-10, atol=1e-12)
 
@@ -253,3 +253,29 @@ def test_a_solve_whose_steps_keep_being_rejected_stops_after_the_rejection_limit
     assert transient.result == diffrax.RESULTS.successful
     assert int(transient.stats["num_rejected_steps"]) > MAX_REJECTED_IN_ROW
     assert float(transient.ys[-1][0]) == pytest.approx(1.0, rel=1e-8)
+
+
+def test_derivatives_of_the_rates_are_zero_only_at_a_state_that_is_not_finite():
+    """Forward mode: a diverged Newton iterate (a non-finite state) gets derivatives 0, so does an
+    entry of f that is not finite; elsewhere the derivatives are the rates' own, in reverse mode too."""
+    from biotwin import _jax  # noqa: F401  (float64)
+
+    def rates(t, y, theta, u):
+        return jnp.stack([theta[0] * jnp.sqrt(y[0]) - theta[1] * y[1], theta[1] * y[0]])
+
+    masked = finite_tangents(rates)
+    theta, u = jnp.array([2.0, 0.5]), jnp.zeros(0)
+    # per state: which rows of the Jacobians keep the rates' own derivatives (the others are 0)
+    cases = {(4.0, 1.0): [True, True], (-1.0, 1.0): [False, True], (float("nan"), 1.0): [False, False]}
+    for state, kept in cases.items():
+        y = jnp.array(state)
+        assert np.array_equal(np.asarray(masked(0.0, y, theta, u)), np.asarray(rates(0.0, y, theta, u)), equal_nan=True)
+        for argument in (1, 2):
+            own = np.asarray(jax.jacfwd(rates, argnums=argument)(0.0, y, theta, u))
+            ours = np.asarray(jax.jacfwd(masked, argnums=argument)(0.0, y, theta, u))
+            for row, keep in enumerate(kept):
+                np.testing.assert_array_equal(ours[row], own[row] if keep else 0.0)
+            assert np.all(np.isfinite(own)) == all(kept)  # the non-finite derivatives that made solves raise
+            if all(kept):
+                reverse = np.asarray(jax.jacrev(masked, argnums=argument)(0.0, y, theta, u))
+                np.testing.assert_allclose(reverse, own, rtol=1e-15)

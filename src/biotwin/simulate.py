@@ -397,10 +397,12 @@ def finite_tangents(rhs: Any) -> Any:
     20-start calibration had a finite NLL and no derivatives (among them NLLs of 130-570, where
     AMICI's sensitivities are finite), 9 of the 20 starts ended at their first point, and the
     optimiser shrank its trust region at the others. With derivatives of 0 at such a state the
-    discarded step does no harm. The mask depends on the primal values only, so the derivative
-    stays linear in the tangents (reverse mode transposes it), and wherever f and the state are
-    finite nothing changes: gradients at those points agree with central differences of the NLL
-    to 1e-11 relative.
+    discarded step does no harm. Wherever f and the state are finite nothing changes: gradients
+    at those points agree with central differences of the NLL to 1e-11 relative. The mask
+    depends on the primal values only, so the derivative stays linear in the tangents and
+    reverse mode still transposes it (a mask on the tangents would not), but there the
+    transposed map multiplies the masked entries' non-finite coefficients by 0, which is NaN:
+    only forward mode, which the calibration and the samplers use, is cleaned.
     """
     import jax
     import jax.numpy as jnp
