@@ -398,11 +398,11 @@ def finite_tangents(rhs: Any) -> Any:
     the 20 starts ended at their first point, and the optimiser shrank its trust region at the
     others. With derivatives of 0 at such a state the discarded step does no harm: at five such
     points the gradient now agrees with central differences of the NLL to 1e-10 relative.
-    Wherever f and the state are finite nothing changes. The mask
-    depends on the primal values only, so the derivative stays linear in the tangents and
-    reverse mode still transposes it (a mask on the tangents would not), but there the
-    transposed map multiplies the masked entries' non-finite coefficients by 0, which is NaN:
-    only forward mode, which the calibration and the samplers use, is cleaned.
+    Wherever f and the state are finite nothing changes. The mask depends on the primal values
+    only, so the derivative stays linear in the tangents and reverse mode still transposes it
+    (a mask on the tangents would not), but there the transposed map multiplies the masked
+    entries' non-finite coefficients by 0, which is NaN: only forward mode, which the
+    calibration and the samplers use, is cleaned.
     """
     import jax
     import jax.numpy as jnp

@@ -490,7 +490,7 @@ class _Builder:
         initial = initial_function(model)
         rtol, atol, max_steps = self.rtol, self.atol, self.max_steps
         no_inputs = jnp.zeros(compiled.n_inputs)
-        rhs = finite_tangents(compiled.rhs)  # see the solves of Simulator
+        rhs = finite_tangents(compiled.rhs)  # no derivatives at a diverged Newton iterate, as in every Simulator
 
         def steady_state(theta: Any, y0: Any) -> tuple[Any, Any]:
             term = diffrax.ODETerm(lambda t, y, args: rhs(t, y, theta, no_inputs))
