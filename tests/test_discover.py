@@ -237,6 +237,61 @@ def test_a_dose_into_a_hidden_gut_compartment_is_discovered_as_first_order_absor
     assert design_r2(system, candidates.model, system.held_out[0]) > 0.95
 
 
+IV_BOLUS = Model.from_text("dcentral/dt = -ke*central\nobservable C = central/V\nke = 0.2\nV = 5")
+
+
+def _iv_dosing() -> System:
+    """IV bolus doses in mg into the central compartment, concentration C = central / V measured:
+    three single doses for training, a held-out regimen of three doses 8 h apart."""
+    from biotwin.data import Bolus
+
+    times = np.array([0.1, 0.25, 0.5, 1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24])
+    designs = tuple(Design(f"bolus{amount:g}", {"central": 0.0}, times, doses=(Bolus(0.0, "central", amount),))
+                    for amount in (10.0, 25.0, 60.0))
+    repeated = Design("every_8h", {"central": 0.0}, np.linspace(0.1, 30, 40),
+                      doses=tuple(Bolus(t, "central", 20.0) for t in (0.0, 8.0, 16.0)), held_out=True)
+    return System("iv", "test", IV_BOLUS, (*designs, repeated), observed=("C",))
+
+
+def test_an_iv_bolus_into_the_measured_compartment_is_discovered_in_amounts_with_its_volume(tmp_path: Path):
+    # Doses in mg into "central", C in mg/L measured: C jumps by dose / V at once (no absorption),
+    # so discovery works on C and returns the amount as the state, central' = -ke central, C = central / V.
+    from biotwin.bench.metrics import design_r2
+
+    system = _iv_dosing()
+    data = corrupt(system.dataset(reveal_initial=False), "lognormal=0.05", seed=0)
+    candidates = discover(data, symbolic=False, n_bags=0)
+    model = candidates.model
+    assert model.states == ("central",) and model.observable_names == ("C",)
+    assert model.parameter("V_central").value == pytest.approx(5.0, rel=0.1)
+    assert structure_score(IV_BOLUS, model).exact, candidates.chosen.equations()
+    assert design_r2(system, model, system.held_out[0]) > 0.95
+    folder = save_twin(twin_from_discovery(candidates, data), tmp_path / "twin")
+    assert load_twin(folder).model.observable_names == ("C",)
+
+
+def test_a_dose_is_intravenous_only_when_the_jumps_scale_with_it_at_once():
+    from biotwin.data import Bolus
+    from biotwin.discover.iv_doses import intravenous_doses
+
+    iv = corrupt(_iv_dosing().dataset(reveal_initial=False), "lognormal=0.05", seed=1)
+    [found] = intravenous_doses(iv, ("C",), ("central",))
+    assert (found.compartment, found.observable) == ("central", "C") and found.volume == pytest.approx(5.0, rel=0.1)
+    # An oral dose: C rises after it (absorption), so the gut stays a depot.
+    oral = corrupt(_oral_dosing().dataset(reveal_initial=False), "noise=0.03", seed=0)
+    assert intravenous_doses(oral, ("C",), ("gut",)) == ()
+    # A drug given to a shrinking tumour: V falls from its first sample, but its level does not
+    # scale with the dose.
+    shrinking = Model.from_text("dV/dt = -k*D*V\ndD/dt = -D\nk = 0.05")
+    times = np.linspace(0.1, 10, 20)
+    designs = tuple(Design(f"dose{a:g}", {"V": 200.0, "D": 0.0}, times, doses=(Bolus(0.0, "D", a),)) for a in (5.0, 20.0))
+    tumour = System("tumour", "test", shrinking, designs, observed=("V",)).dataset(reveal_initial=False)
+    assert intravenous_doses(tumour, ("V",), ("D",)) == ()
+    # Doses of one size cannot show that the jump scales with the dose.
+    same = Dataset(tuple(e.replace(doses=(Bolus(0.0, "central", 25.0),)) for e in iv))
+    assert intravenous_doses(same, ("C",), ("central",)) == ()
+
+
 def test_the_cli_reads_the_doses_from_a_design_file(tmp_path: Path):
     # The CSV holds the concentrations only; the design file says which dose each experiment got.
     data = corrupt(_oral_dosing().dataset(reveal_initial=False), "noise=0.03", seed=0)

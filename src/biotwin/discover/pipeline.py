@@ -46,6 +46,7 @@ import sympy
 from biotwin.data import Dataset
 from biotwin.discover.depots import chosen_rate, depot_levels, hidden_depots
 from biotwin.discover.fragility import robust_choice
+from biotwin.discover.iv_doses import candidates_in_amounts, in_concentrations, intravenous_doses
 from biotwin.discover.library import user_terms as parse_terms
 from biotwin.discover.prior import Prior
 from biotwin.discover.select import (INDISTINGUISHABLE, Candidates, Refitter, Structure, choose, eliminate,
@@ -120,6 +121,9 @@ def discover(
     options = replace(options or DiscoveryOptions(), **overrides)
     say = progress or (lambda message: None)
     states = _states(dataset)
+    as_given = dataset
+    intravenous = intravenous_doses(dataset, states, hidden_depots(dataset, states))
+    dataset = in_concentrations(dataset, intravenous)
     depots = hidden_depots(dataset, states)
     signals = exogenous_inputs(dataset, (*states, *depots))
     variables = (*states, *depots, *signals)
@@ -223,7 +227,7 @@ def discover(
         say("bootstrap inclusion probabilities")
         library = dict(rungs)[_rung(candidates.chosen)]
         inclusion = _inclusion(library, X, dX, groups, states, options)
-    return replace(candidates, inclusion=inclusion)
+    return candidates_in_amounts(replace(candidates, inclusion=inclusion), intravenous, as_given)
 
 
 #: At most this many distinct terms over all candidate structures and they share one compiled
