@@ -292,6 +292,31 @@ def test_a_dose_is_intravenous_only_when_the_jumps_scale_with_it_at_once():
     assert intravenous_doses(same, ("C",), ("central",)) == ()
 
 
+def test_iv_doses_and_infusions_become_doses_of_the_concentration_and_back_to_amounts():
+    from biotwin.data import Bolus, Input
+    from biotwin.discover.iv_doses import IntravenousDose, fitted_volume, in_amounts, in_concentrations
+    from biotwin.simulate import simulate
+
+    dose = IntravenousDose("central", "C", 4.0)
+    times = np.linspace(0.5, 12, 10)
+    doses = (Bolus(0.0, "central", 8.0), Bolus(6.0, "central", 4.0))
+    experiment = Experiment("e", times, ("C",), np.ones((10, 1)), doses=doses,
+                            inputs=(Input.infusion("central", 2.0, 4.0, 10.0),))
+    [converted] = in_concentrations(Dataset((experiment,)), [dose])
+    # The dose before the first sample sets C's initial level (estimated); the later one adds 4 / 4.
+    assert [(b.time, b.state, b.amount) for b in converted.doses] == [(6.0, "C", 1.0)]
+    assert [(u.name, u.levels) for u in converted.inputs] == [("C", (2.5, 0.0))]
+    assert fitted_volume(Dataset((experiment,)), dose, {"e": {"C": 2.5}}) == pytest.approx(8.0 / 2.5)
+    # Back in amounts, the model given the original doses and infusion solves as C' = -0.3 C on C.
+    on_concentration = Model.from_text("dC/dt = c*C\nc = -0.3")
+    in_mg = in_amounts(on_concentration, [dose], {"central": 4.0})
+    assert in_mg.states == ("central",) and in_mg.parameter("V_central").value == 4.0
+    solved = simulate(in_mg, None, {"central": 0.0}, times, list(experiment.inputs), doses=doses, start=0.0)
+    reference = simulate(on_concentration, None, {"C": 2.0}, times, list(converted.inputs), doses=converted.doses,
+                         start=0.0)
+    assert solved.observable("C") == pytest.approx(reference.state("C"), rel=1e-5)
+
+
 def test_the_cli_reads_the_doses_from_a_design_file(tmp_path: Path):
     # The CSV holds the concentrations only; the design file says which dose each experiment got.
     data = corrupt(_oral_dosing().dataset(reveal_initial=False), "noise=0.03", seed=0)

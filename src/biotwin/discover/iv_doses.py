@@ -136,7 +136,7 @@ def _level_after(elapsed: np.ndarray, values: np.ndarray) -> float | None:
 def in_concentrations(dataset: Dataset, doses: Sequence[IntravenousDose]) -> Dataset:
     """The dataset with each compartment's doses given to its observable, in its units: a dose at
     or before an experiment's first sample of the observable is dropped (the refit estimates the
-    initial level it sets), a later one becomes a bolus of amount / V, and an infusion into the
+    initial level it sets), any other becomes a bolus of amount / V, and an infusion into the
     compartment at rate r one into the observable at r / V."""
     by_compartment = {d.compartment: d for d in doses}
     experiments = []
@@ -148,7 +148,7 @@ def in_concentrations(dataset: Dataset, doses: Sequence[IntravenousDose]) -> Dat
                 boluses.append(bolus)
                 continue
             times, _ = experiment.observed(dose.observable) if dose.observable in experiment.observables else ((), ())
-            if len(times) and bolus.time > times[0]:
+            if not len(times) or bolus.time > times[0]:
                 boluses.append(Bolus(bolus.time, dose.observable, bolus.amount / dose.volume))
         for signal in experiment.inputs:
             dose = by_compartment.get(signal.name)
