@@ -37,11 +37,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import sympy
 
-from biotwin.data import Bolus, Dataset, Experiment, Input
+from biotwin.data import Bolus, Dataset, Experiment
+
+if TYPE_CHECKING:
+    from biotwin.discover.select import Candidates
+    from biotwin.model import Model
 
 #: The first sample after a dose must be at least this share of the highest until the next dose.
 PEAK_SHARE = 0.8
@@ -172,7 +177,7 @@ def fitted_volume(dataset: Dataset, dose: IntravenousDose, initial: Mapping[str,
     return float(np.exp(np.mean(np.log(volumes)))) if volumes else dose.volume
 
 
-def in_amounts(model, doses: Sequence[IntravenousDose], volumes: Mapping[str, float]):
+def in_amounts(model: Model, doses: Sequence[IntravenousDose], volumes: Mapping[str, float]) -> Model:
     """``model`` (discovered on the observables) with each dosed observable o replaced by its
     compartment's amount a = V o as the state: da/dt = V f(a / V, ...), o = a / V observed, a = 0
     at the start. ``volumes`` maps each compartment to V."""
@@ -198,7 +203,7 @@ def in_amounts(model, doses: Sequence[IntravenousDose], volumes: Mapping[str, fl
                  initial=initial, name=model.name)
 
 
-def candidates_in_amounts(candidates, doses: Sequence[IntravenousDose], dataset: Dataset):
+def candidates_in_amounts(candidates: Candidates, doses: Sequence[IntravenousDose], dataset: Dataset) -> Candidates:
     """Every candidate of :class:`~biotwin.discover.select.Candidates` in amounts (:func:`in_amounts`),
     with one V per compartment from the chosen candidate's initial levels, fitted on ``dataset``
     (the data as given, doses into the compartments)."""
