@@ -43,10 +43,10 @@ import numpy as np
 import sympy
 
 from biotwin.data import Bolus, Dataset, Experiment
+from biotwin.model import Model, Observable, Parameter
 
 if TYPE_CHECKING:
     from biotwin.discover.select import Candidates
-    from biotwin.model import Model
 
 #: The first sample after a dose must be at least this share of the highest until the next dose.
 PEAK_SHARE = 0.8
@@ -138,6 +138,15 @@ def _level_after(elapsed: np.ndarray, values: np.ndarray) -> float | None:
     return level if level <= MAX_EXTRAPOLATION * values[0] else None
 
 
+def _at_start(experiment: Experiment, dose: IntravenousDose, time: float) -> bool:
+    """Whether a dose at ``time`` comes at or before the experiment's first sample of the dosed
+    observable, so that it sets the level the refit estimates (never when it is not measured)."""
+    if dose.observable not in experiment.observables:
+        return False
+    times, _ = experiment.observed(dose.observable)
+    return bool(times.size) and time <= times[0]
+
+
 def in_concentrations(dataset: Dataset, doses: Sequence[IntravenousDose]) -> Dataset:
     """The dataset with each compartment's doses given to its observable, in its units: a dose at
     or before an experiment's first sample of the observable is dropped (the refit estimates the
@@ -152,8 +161,7 @@ def in_concentrations(dataset: Dataset, doses: Sequence[IntravenousDose]) -> Dat
             if dose is None:
                 boluses.append(bolus)
                 continue
-            times, _ = experiment.observed(dose.observable) if dose.observable in experiment.observables else ((), ())
-            if not len(times) or bolus.time > times[0]:
+            if not _at_start(experiment, dose, bolus.time):
                 boluses.append(Bolus(bolus.time, dose.observable, bolus.amount / dose.volume))
         for signal in experiment.inputs:
             dose = by_compartment.get(signal.name)
@@ -168,9 +176,8 @@ def fitted_volume(dataset: Dataset, dose: IntravenousDose, initial: Mapping[str,
     initial levels ``initial`` (experiment -> state -> value); the detection's V without such."""
     volumes = []
     for experiment in dataset:
-        times, _ = experiment.observed(dose.observable) if dose.observable in experiment.observables else ((), ())
         amount = sum(d.amount for d in experiment.doses
-                     if d.state == dose.compartment and len(times) and d.time <= times[0])
+                     if d.state == dose.compartment and _at_start(experiment, dose, d.time))
         level = initial.get(experiment.name, {}).get(dose.observable, math.nan)
         if amount > 0 and level > 0:
             volumes.append(amount / level)
@@ -181,8 +188,6 @@ def in_amounts(model: Model, doses: Sequence[IntravenousDose], volumes: Mapping[
     """``model`` (discovered on the observables) with each dosed observable o replaced by its
     compartment's amount a = V o as the state: da/dt = V f(a / V, ...), o = a / V observed, a = 0
     at the start. ``volumes`` maps each compartment to V."""
-    from biotwin.model import Model, Observable, Parameter
-
     states, rhs = list(model.states), list(model.rhs)
     observables = {o.name: o.expr for o in model.observables}
     parameters, initial = list(model.parameters), dict(model.initial)
@@ -211,8 +216,7 @@ def candidates_in_amounts(candidates: Candidates, doses: Sequence[IntravenousDos
         return candidates
     volumes = {d.compartment: fitted_volume(dataset, d, candidates.chosen.fit.initial) for d in doses}
     start_dosed = {(e.name, d.compartment) for e in dataset for d in doses
-                   if d.observable in e.observables and any(
-                       b.state == d.compartment and b.time <= e.observed(d.observable)[0][0] for b in e.doses)}
+                   if any(b.state == d.compartment and _at_start(e, d, b.time) for b in e.doses)}
 
     def amounts(experiment: str, levels: Mapping[str, float]) -> dict[str, float]:
         converted = dict(levels)
