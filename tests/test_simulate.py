@@ -255,6 +255,40 @@ def test_a_solve_whose_steps_keep_being_rejected_stops_after_the_rejection_limit
     assert float(transient.ys[-1][0]) == pytest.approx(1.0, rel=1e-8)
 
 
+def test_a_solve_whose_steps_no_longer_advance_time_stops_after_the_stall_limit():
+    """Steps shrunk to round-off (t + h = t) have an error estimate of 0 and are accepted, and the
+    controller's next step, a multiple of 0, is 0 again: such a solve used to spend its whole step
+    budget standing still (45 of 47 failing trial points of two Crauste_CellSystems2017 starts).
+    MAX_STALLED_IN_ROW accepted steps in a row shorter than STALLED_STEP |t| end it as failed; one
+    short step among normal ones (a step clipped onto an output time that the previous step missed
+    by round-off) does not."""
+    import diffrax
+
+    from biotwin import _jax  # noqa: F401
+    from biotwin.simulate import MAX_STALLED_IN_ROW, step_controller
+
+    term = diffrax.ODETerm(lambda t, y, args: -y)
+    y, zero = jnp.array([1.0]), jnp.array([0.0])
+
+    def accepted(t0: float, t1: float, state: object) -> tuple:
+        keep, _, _, _, state, result = step_controller(1e-8, 1e-10).adapt_step_size(
+            jnp.asarray(t0), jnp.asarray(t1), y, y, None, zero, 5, state)
+        assert bool(keep)
+        return state, result
+
+    _, state = step_controller(1e-8, 1e-10).init(term, 0.0, 10.0, y, 0.01, None, term.vf, 5)
+    state, result = accepted(0.0, 7.5, state)
+    for stall in range(1, MAX_STALLED_IN_ROW + 1):
+        state, result = accepted(7.5, 7.5, state)
+        expected = diffrax.RESULTS.dt_min_reached if stall == MAX_STALLED_IN_ROW else diffrax.RESULTS.successful
+        assert result == expected, stall
+
+    _, state = step_controller(1e-8, 1e-10).init(term, 0.0, 10.0, y, 0.01, None, term.vf, 5)
+    for t0, t1 in [(0.0, 7.5), (7.5, 7.5 + 1e-15)] * MAX_STALLED_IN_ROW:
+        state, result = accepted(t0, t1, state)
+        assert result == diffrax.RESULTS.successful
+
+
 def test_derivatives_of_the_rates_are_zero_only_at_a_state_that_is_not_finite():
     """Forward mode: a diverged Newton iterate (a non-finite state) gets derivatives 0, so does an
     entry of f that is not finite; elsewhere the derivatives are the rates' own, in reverse mode too."""

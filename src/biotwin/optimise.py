@@ -32,17 +32,21 @@ A start stops when an accepted step changes J by less than :data:`NLL_TOLERANCE`
 data can resolve (a 95 % likelihood-ratio interval is 1.92 wide), so no evaluation is spent
 polishing digits no one can use. A trial point where J is not finite (a failed or blown-up
 solve) is a rejected step: the trust region shrinks. A failed solve is the costliest evaluation
-(the stiff solver spends its whole step budget first: about 1 s with sensitivities on
-Crauste_CellSystems2017, against 0.017 s for a typical point), and on a problem that has failed once
-the trust region keeps growing back into the failing region after each accepted step. So once a
-problem has had a failure, every trial point (a start's first point too) is first checked by J
-alone, without sensitivities
-(0.007 s where it succeeds, 0.12 s where it fails), as soon as that check is compiled: its
-compilation starts in a background thread at the first failure, so a problem that never fails
-neither waits for it nor pays for the checks. The steps taken are the same, as J alone fails
-exactly where J with sensitivities does; on Crauste's three slowest of 20 Sobol starts the time went
-from 81.5 s to 55.1 s (measured with the stiff solver's old Newton stop, when failures were
-three times as costly). A start where J is not finite stops at once.
+(on Crauste_CellSystems2017 about 0.1 s with sensitivities, against 0.03 s for a typical point), and
+on a problem that has failed once the trust region keeps growing back into the failing region
+after each accepted step. So where trial points have been failing often, each is first checked
+by J alone, without sensitivities (0.01 s where it succeeds, 0.04 s where it fails), as soon as
+that check is compiled: its compilation starts in a background thread at the first failure, so a
+problem that never fails neither waits for it nor pays for the checks. A check pays where the
+share p of failing trial points has (1 - p) c_J < p (f - f_J), c_J the check's cost where the
+point succeeds and f, f_J the costs of a failure with and without sensitivities: p above about
+1/8 on Crauste. So the check runs while :data:`CHECK_WHEN_FAILED` of the last
+:data:`CHECK_WINDOW` trial points failed. The steps taken are the same either way, as J alone
+fails exactly where J with sensitivities does. On four of Crauste's 20 Sobol starts (the longest
+ones) checking every trial point after the first failure took 39.9 s, checking none 30.4 s, (the
+checks of every point cost more than the failures they made cheaper, once the stiff solver
+stopped failing solves at round-off step sizes instead of spending its step budget there).
+A start where J is not finite stops at once.
 
 Measured on Boehm_JProteomeRes2014 (4 Sobol starts, default objective, shared 2-core machine):
 SciPy's trust-region reflective least squares with tolerances 1e-10 took 75 s, two starts
@@ -58,6 +62,7 @@ from __future__ import annotations
 import logging
 import math
 import weakref
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -70,6 +75,9 @@ NLL_TOLERANCE = 1e-6
 NLL_RELATIVE_TOLERANCE = 1e-9
 #: ... or when the gradient's norm is below this.
 GRADIENT_TOLERANCE = 1e-6
+#: Trial points are checked by J alone while this many of the last CHECK_WINDOW failed (see the module).
+CHECK_WHEN_FAILED = 3
+CHECK_WINDOW = 16
 
 
 def _silent(record: logging.LogRecord) -> bool:
@@ -111,6 +119,7 @@ class Minimiser:
         nll, least_squares = objective.nll, objective.least_squares
         self._nll = jax.jit(nll)
         self._nll_check: Future | None = None  # J alone, compiled in the background once a solve fails
+        self._recent_failures: deque[bool] = deque(maxlen=CHECK_WINDOW)  # whether each recent trial point failed
         if self.least_squares:
 
             def with_residuals(x):  # r, and (r, J) as auxiliary outputs of the same solve
@@ -161,17 +170,21 @@ class Minimiser:
         return math.inf, np.full(n, np.nan), np.full((n, n), np.nan) if self.least_squares else None
 
     def _trial(self, x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray | None]:
-        """:meth:`evaluate` at a trial point, after a check by J alone once the problem has had a
-        failed solve (see the module): J without sensitivities costs a fraction of a full
+        """:meth:`evaluate` at a trial point, after a check by J alone while trial points have been
+        failing often (see the module): J without sensitivities costs a fraction of a full
         evaluation and fails exactly where it would. The check is counted as an evaluation; it
         is skipped while its compilation (2.7 s on Perelson, in a background thread started by
         the first failure) runs, so a problem that never fails neither waits for it nor pays.
         """
         check = self._nll_check
-        if check is not None and check.done() and check.exception() is None:
+        if (sum(self._recent_failures) >= CHECK_WHEN_FAILED and check is not None and check.done()
+                and check.exception() is None):
             if self._call(check.result(), x, float)[0] == math.inf:
+                self._recent_failures.append(True)
                 return self._failed(x.size)
-        return self.evaluate(x)
+        result = self.evaluate(x)
+        self._recent_failures.append(not math.isfinite(result[0]))
+        return result
 
     def value(self, x: np.ndarray) -> float:
         """J(x); +inf where the solve fails."""
