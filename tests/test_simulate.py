@@ -289,6 +289,42 @@ def test_a_solve_whose_steps_no_longer_advance_time_stops_after_the_stall_limit(
         assert result == diffrax.RESULTS.successful
 
 
+def test_a_solve_whose_pace_cannot_reach_its_end_within_the_step_budget_stops_early():
+    """A stiff oscillator whose steps stay 1,000 times shorter than its horizon needs: once a tenth
+    of the budget is spent, the solve fails at once instead of spending the rest (on Elowitz_Nature2000's
+    failing trial points 10,000 steps cost 0.5 s, 2 s with sensitivities). The same solve with
+    room enough in its budget, and one whose first steps are short but grow, succeed."""
+    import diffrax
+
+    from biotwin import _jax  # noqa: F401
+    from biotwin.simulate import PACE_CHECK_AFTER, implicit_solver, step_controller
+
+    # Van der Pol with mu = 1000: relaxation oscillations with sharp jumps every ~1600 time units.
+    term = diffrax.ODETerm(lambda t, y, args: jnp.stack([y[1], 1000.0 * (1 - y[0] ** 2) * y[1] - y[0]]))
+    solver = implicit_solver(1e-6, 1e-9)
+
+    def solve(end: float, budget: int) -> diffrax.Solution:
+        return diffrax.diffeqsolve(term, solver, 0.0, end, None, jnp.array([2.0, 0.0]),
+                                   stepsize_controller=step_controller(1e-6, 1e-9, end=end, budget=budget),
+                                   max_steps=budget, throw=False)
+
+    short = solve(3000.0, 400)
+    assert short.result == diffrax.RESULTS.dt_min_reached
+    assert int(short.stats["num_steps"]) < 400
+    assert int(short.stats["num_steps"]) >= PACE_CHECK_AFTER * 400
+    enough = solve(3000.0, 20000)
+    assert enough.result == diffrax.RESULTS.successful
+    assert int(enough.stats["num_steps"]) > 400
+
+    # A fast transient (rate 1e6) and then slow decay: the first steps are 1e-7 long, then grow.
+    transient = diffrax.ODETerm(lambda t, y, args: jnp.stack([-1e6 * (y[0] - y[1]), -y[1]]))
+    solved = diffrax.diffeqsolve(transient, solver, 0.0, 100.0, None, jnp.array([0.0, 1.0]),
+                                 stepsize_controller=step_controller(1e-6, 1e-9, end=100.0, budget=400),
+                                 max_steps=400, throw=False)
+    assert solved.result == diffrax.RESULTS.successful
+    assert float(solved.ys[-1][1]) == pytest.approx(np.exp(-100.0), abs=1e-9)
+
+
 def test_derivatives_of_the_rates_are_zero_only_at_a_state_that_is_not_finite():
     """Forward mode: a diverged Newton iterate (a non-finite state) gets derivatives 0, so does an
     entry of f that is not finite; elsewhere the derivatives are the rates' own, in reverse mode too."""
