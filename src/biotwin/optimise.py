@@ -43,9 +43,9 @@ point succeeds and f, f_J the costs of a failure with and without sensitivities:
 1/8 on Crauste. So the check runs while :data:`CHECK_WHEN_FAILED` of the last
 :data:`CHECK_WINDOW` trial points failed. The steps taken are the same either way, as J alone
 fails exactly where J with sensitivities does. On four of Crauste's 20 Sobol starts (the longest
-ones) checking every trial point after the first failure took 39.9 s, checking none 30.4 s, (the
-checks of every point cost more than the failures they made cheaper, once the stiff solver
-stopped failing solves at round-off step sizes instead of spending its step budget there).
+ones) checking every trial point after the first failure took 39.9 s and checking none 30.4 s:
+once the stiff solver stopped failing solves at round-off step sizes instead of spending its
+step budget there, checks of every point cost more than the failures they made cheaper.
 A start where J is not finite stops at once.
 
 Measured on Boehm_JProteomeRes2014 (4 Sobol starts, default objective, shared 2-core machine):
