@@ -223,39 +223,6 @@ def test_the_gradient_exists_wherever_the_nll_is_finite(shared_data: Path):
     assert float(gradient @ direction) == pytest.approx(central, rel=1e-6)
 
 
-def test_trial_points_are_checked_by_the_nll_alone_only_while_failures_are_frequent(shared_data: Path):
-    """Crauste's first Sobol start fails. Once CHECK_WHEN_FAILED of the last CHECK_WINDOW trial points
-    have failed (and the check has compiled), each trial point is first solved without
-    sensitivities: a failing one costs that solve only, a good one that solve and the full
-    evaluation. After CHECK_WINDOW good points in a row the checks stop, as they would cost more
-    than the failures they make cheaper."""
-    from biotwin.fit import start_points
-    from biotwin.optimise import CHECK_WHEN_FAILED, CHECK_WINDOW, Minimiser
-
-    name = "Crauste_CellSystems2017"
-    objective = load_petab(shared_data / "petab" / name / f"{name}.yaml").objective(method="kvaerno5")
-    failing, good = start_points(objective, 1, 0)[0], np.asarray(objective.nominal, float)
-    engine = Minimiser(objective)
-
-    def evaluations(x: np.ndarray) -> tuple[float, int]:
-        before = engine.evaluations
-        value = engine._trial(x)[0]
-        return value, engine.evaluations - before
-
-    assert evaluations(good) == (pytest.approx(float(objective.nll(good)), rel=1e-12), 1)
-    assert evaluations(failing) == (math.inf, 1)  # starts compiling the check
-    engine._nll_check.result()
-    for _ in range(CHECK_WHEN_FAILED - 2):
-        assert evaluations(failing) == (math.inf, 1)
-    assert evaluations(good)[1] == 1  # CHECK_WHEN_FAILED - 1 failures among the recent points: no check
-    assert evaluations(failing) == (math.inf, 1)
-    assert evaluations(failing) == (math.inf, 1)  # checked: the check alone, and it fails
-    assert evaluations(good)[1] == 2  # checked, then evaluated with sensitivities
-    for _ in range(CHECK_WINDOW):
-        evaluations(good)
-    assert evaluations(good)[1] == 1
-
-
 # ---------------------------------------------------------------------- a problem written by hand
 SBML_TURNOVER = """<?xml version="1.0" encoding="UTF-8"?>
 <sbml xmlns="http://www.sbml.org/sbml/level3/version2/core" level="3" version="2">
@@ -321,6 +288,42 @@ MEASUREMENTS = [
     "x_log\t\tlow\t1.1\t3.0\t\t0.1",
     "x_log\t\tlow\t1.9\t8.0\t\t0.1",
 ]
+
+
+def test_trial_points_are_checked_by_the_nll_alone_only_while_failures_are_frequent(tmp_path: Path):
+    """Where the turnover rate is negative enough, x grows as exp(100 t) and the solve fails. Once
+    CHECK_WHEN_FAILED of the last CHECK_WINDOW trial points have failed (and the check has
+    compiled), each trial point is first solved without sensitivities: a failing one costs that
+    solve only, a good one that solve and the full evaluation. After CHECK_WINDOW good points in
+    a row the checks stop, as they would cost more than the failures they make cheaper."""
+    from biotwin.optimise import CHECK_WHEN_FAILED, CHECK_WINDOW, Minimiser
+
+    parameters = ["parameterId\tparameterScale\tlowerBound\tupperBound\tnominalValue\testimate",
+                  "k2\tlin\t-100\t10\t0.5\t1", "k1_high\tlin\t0\t10\t3\t1",
+                  "scale\tlog10\t0.1\t10\t2\t1", "sd\tlog10\t0.001\t10\t0.2\t1"]
+    measurements = ["x_obs\t\tlow\t1.2\t1.0\tscale\tsd", "x_obs\t\tlow\t1.9\t8.0\tscale\tsd"]
+    objective = load_petab(_write_problem(tmp_path, measurements, parameters=parameters)).objective()
+    good = np.asarray(objective.nominal, float)
+    failing = objective.point({"k2": -100.0})
+    engine = Minimiser(objective)
+
+    def evaluations(x: np.ndarray) -> tuple[float, int]:
+        before = engine.evaluations
+        value = engine._trial(x)[0]
+        return value, engine.evaluations - before
+
+    assert evaluations(good) == (pytest.approx(float(objective.nll(good)), rel=1e-12), 1)
+    assert evaluations(failing) == (math.inf, 1)  # starts compiling the check
+    engine._nll_check.result()
+    for _ in range(CHECK_WHEN_FAILED - 2):
+        assert evaluations(failing) == (math.inf, 1)
+    assert evaluations(good)[1] == 1  # CHECK_WHEN_FAILED - 1 failures among the recent points: no check
+    assert evaluations(failing) == (math.inf, 1)
+    assert evaluations(failing) == (math.inf, 1)  # checked: the check alone, and it fails
+    assert evaluations(good)[1] == 2  # checked, then evaluated with sensitivities
+    for _ in range(CHECK_WINDOW):
+        evaluations(good)
+    assert evaluations(good)[1] == 1
 
 
 def test_a_small_problem_with_preequilibration_placeholders_and_laplace_noise(tmp_path: Path):
