@@ -313,12 +313,14 @@ def test_trial_points_are_checked_by_the_nll_alone_only_while_failures_are_frequ
         return value, engine.evaluations - before
 
     assert evaluations(good) == (pytest.approx(float(objective.nll(good)), rel=1e-12), 1)
-    assert evaluations(failing) == (math.inf, 1)  # starts compiling the check
-    engine._nll_check.result()
+    assert evaluations(failing) == (math.inf, 1)
     for _ in range(CHECK_WHEN_FAILED - 2):
         assert evaluations(failing) == (math.inf, 1)
     assert evaluations(good)[1] == 1  # CHECK_WHEN_FAILED - 1 failures among the recent points: no check
     assert evaluations(failing) == (math.inf, 1)
+    assert engine._nll_check is None  # nothing compiled for failures that were not yet frequent
+    assert evaluations(failing) == (math.inf, 1)  # frequent now: the check's compilation starts
+    engine._nll_check.result()
     assert evaluations(failing) == (math.inf, 1)  # checked: the check alone, and it fails
     assert evaluations(good)[1] == 2  # checked, then evaluated with sensitivities
     for _ in range(CHECK_WINDOW):

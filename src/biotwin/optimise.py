@@ -36,11 +36,11 @@ solve) is a rejected step: the trust region shrinks. A failed solve is the costl
 on a problem that has failed once the trust region keeps growing back into the failing region
 after each accepted step. So where trial points have been failing often, each is first checked
 by J alone, without sensitivities (0.01 s where it succeeds, 0.04 s where it fails), as soon as
-that check is compiled: its compilation starts in a background thread at the first failure, so a
-problem that never fails neither waits for it nor pays for the checks. A check pays where the
-share p of failing trial points has (1 - p) c_J < p (f - f_J), c_J the check's cost where the
-point succeeds and f, f_J the costs of a failure with and without sensitivities: p above about
-1/8 on Crauste. So the check runs while :data:`CHECK_WHEN_FAILED` of the last
+that check is compiled: its compilation starts in a background thread when failures first
+become frequent, so a problem that rarely fails neither waits for it nor pays for it or the
+checks. A check pays where the share p of failing trial points has (1 - p) c_J < p (f - f_J),
+c_J the check's cost where the point succeeds and f, f_J the costs of a failure with and without
+sensitivities: p above about 1/8 on Crauste. So the check runs while :data:`CHECK_WHEN_FAILED` of the last
 :data:`CHECK_WINDOW` trial points failed. The steps taken are the same either way, as J alone
 fails exactly where J with sensitivities does. On four of Crauste's 20 Sobol starts (the longest
 ones) checking every trial point after the first failure took 39.9 s and checking none 30.4 s:
@@ -138,8 +138,6 @@ class Minimiser:
         """
         value, out = self._call(self._evaluate, x, (lambda o: o[1][1]) if self.least_squares else (lambda o: o[0]))
         if not math.isfinite(value):
-            if self._nll_check is None:  # from now on trial points are checked by J alone (see the module)
-                self._nll_check = _COMPILER.submit(lambda: self._nll.lower(x).compile())
             return self._failed(x.size)
         if self.least_squares:
             jacobian, (r, _) = out
@@ -172,13 +170,15 @@ class Minimiser:
     def _trial(self, x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray | None]:
         """:meth:`evaluate` at a trial point, after a check by J alone while trial points have been
         failing often (see the module): J without sensitivities costs a fraction of a full
-        evaluation and fails exactly where it would. The check is counted as an evaluation; it
-        is skipped while its compilation (2.7 s on Perelson, in a background thread started by
-        the first failure) runs, so a problem that never fails neither waits for it nor pays.
+        evaluation and fails exactly where it would. The check is counted as an evaluation. It is
+        compiled in a background thread when failures first become frequent (2.7 s on Perelson)
+        and skipped until then, so a problem that rarely fails neither waits for it nor pays.
         """
+        frequent = sum(self._recent_failures) >= CHECK_WHEN_FAILED
+        if frequent and self._nll_check is None:
+            self._nll_check = _COMPILER.submit(lambda: self._nll.lower(x).compile())
         check = self._nll_check
-        if (sum(self._recent_failures) >= CHECK_WHEN_FAILED and check is not None and check.done()
-                and check.exception() is None):
+        if frequent and check is not None and check.done() and check.exception() is None:
             if self._call(check.result(), x, float)[0] == math.inf:
                 self._recent_failures.append(True)
                 return self._failed(x.size)

@@ -372,16 +372,17 @@ def step_controller(rtol: float, atol: float, step_ts: Any = None, end: Any = No
     controller = diffrax.PIDController(rtol=rtol, atol=atol)
     if step_ts is not None:
         controller = diffrax.ClipStepSizeController(controller, step_ts=step_ts)
-    return _rejection_limit()(controller, MAX_REJECTED_IN_ROW, MAX_STALLED_IN_ROW, end, budget)
+    return _giving_up()(controller, MAX_REJECTED_IN_ROW, MAX_STALLED_IN_ROW, end, budget)
 
 
 @lru_cache(maxsize=1)
-def _rejection_limit() -> type:
-    """The controller wrapper that counts rejections, defined on first use: importing this module does not import diffrax."""
+def _giving_up() -> type:
+    """The controller wrapper that declares a solve failed (see :func:`step_controller`), defined on
+    first use: importing this module does not import diffrax."""
     import diffrax
     import jax.numpy as jnp
 
-    class RejectionLimit(diffrax.AbstractAdaptiveStepSizeController):
+    class GivingUp(diffrax.AbstractAdaptiveStepSizeController):
         """Wraps an adaptive controller; the solve fails (``dt_min_reached``) after ``limit`` rejections in a
         row once a step has been accepted, after ``stall_limit`` accepted steps in a row shorter than
         STALLED_STEP |t|, or, with ``end`` and ``budget``, when its pace cannot reach ``end`` within the
@@ -406,7 +407,7 @@ def _rejection_limit() -> type:
             return self.controller.norm
 
         def wrap(self, direction: Any) -> Any:
-            return RejectionLimit(self.controller.wrap(direction), self.limit, self.stall_limit, self.end, self.budget)
+            return GivingUp(self.controller.wrap(direction), self.limit, self.stall_limit, self.end, self.budget)
 
         def init(self, terms: Any, t0: Any, t1: Any, y0: Any, dt0: Any, args: Any, func: Any,
                  error_order: Any) -> Any:
@@ -415,23 +416,24 @@ def _rejection_limit() -> type:
 
         def adapt_step_size(self, t0: Any, t1: Any, y0: Any, y1_candidate: Any, args: Any, y_error: Any,
                             error_order: Any, controller_state: Any) -> Any:
-            state, rejected, stepped, stalled, steps, pace = controller_state
+            state, rejected, stepped_before, stalled, steps, pace = controller_state
             keep, next_t0, next_t1, jumped, state, result = self.controller.adapt_step_size(
                 t0, t1, y0, y1_candidate, args, y_error, error_order, state)
             rejected = jnp.where(keep, 0, rejected + 1)
-            stepped = stepped | keep
+            stepped = stepped_before | keep
             h = jnp.abs(t1 - t0)
             stalled = jnp.where(keep, jnp.where(h <= STALLED_STEP * jnp.abs(t0), stalled + 1, 0), stalled)
             failed = (stepped & (rejected >= self.limit)) | (stalled >= self.stall_limit)
-            steps = steps + 1
-            pace = jnp.where(keep, jnp.where(pace == 0.0, h, PACE_WEIGHT * pace + (1.0 - PACE_WEIGHT) * h), pace)
-            if self.end is not None and self.budget is not None:
+            if self.end is not None and self.budget is not None:  # the pace is kept only where it is checked
+                steps = steps + 1
+                recent = jnp.where(stepped_before, PACE_WEIGHT * pace + (1.0 - PACE_WEIGHT) * h, h)
+                pace = jnp.where(keep, recent, pace)
                 needed = jnp.abs(self.end - next_t0) / jnp.maximum(pace, jnp.finfo(pace.dtype).tiny)
                 failed = failed | ((steps >= PACE_CHECK_AFTER * self.budget) & (needed > PACE_MARGIN * (self.budget - steps)))
             result = diffrax.RESULTS.where(failed, diffrax.RESULTS.dt_min_reached, result)
             return keep, next_t0, next_t1, jumped, (state, rejected, stepped, stalled, steps, pace), result
 
-    return RejectionLimit
+    return GivingUp
 
 
 def finite_tangents(rhs: Any) -> Any:
