@@ -269,21 +269,22 @@ def test_a_solve_whose_steps_no_longer_advance_time_stops_after_the_stall_limit(
 
     term = diffrax.ODETerm(lambda t, y, args: -y)
     y, zero = jnp.array([1.0]), jnp.array([0.0])
+    controller = step_controller(1e-8, 1e-10)
 
     def accepted(t0: float, t1: float, state: object) -> tuple:
-        keep, _, _, _, state, result = step_controller(1e-8, 1e-10).adapt_step_size(
+        keep, _, _, _, state, result = controller.adapt_step_size(
             jnp.asarray(t0), jnp.asarray(t1), y, y, None, zero, 5, state)
         assert bool(keep)
         return state, result
 
-    _, state = step_controller(1e-8, 1e-10).init(term, 0.0, 10.0, y, 0.01, None, term.vf, 5)
+    _, state = controller.init(term, 0.0, 10.0, y, 0.01, None, term.vf, 5)
     state, result = accepted(0.0, 7.5, state)
     for stall in range(1, MAX_STALLED_IN_ROW + 1):
         state, result = accepted(7.5, 7.5, state)
         expected = diffrax.RESULTS.dt_min_reached if stall == MAX_STALLED_IN_ROW else diffrax.RESULTS.successful
         assert result == expected, stall
 
-    _, state = step_controller(1e-8, 1e-10).init(term, 0.0, 10.0, y, 0.01, None, term.vf, 5)
+    _, state = controller.init(term, 0.0, 10.0, y, 0.01, None, term.vf, 5)
     for t0, t1 in [(0.0, 7.5), (7.5, 7.5 + 1e-15)] * MAX_STALLED_IN_ROW:
         state, result = accepted(t0, t1, state)
         assert result == diffrax.RESULTS.successful
