@@ -145,6 +145,9 @@ def _truth_scores(suite_name: str, names: list[str] | None) -> None:
             assert score > 0.999, f"{system.name}/{design.name}: truth scores R^2 = {score}"
 
 
+# Slow (45-60 s): the sweep test below scores methods through the same metrics on every run;
+# this one, and its every-system version, check the suites' definitions themselves.
+@pytest.mark.slow
 def test_the_truth_scores_itself_on_a_subset(shared_data):
     _truth_scores("odebench", [RC_CIRCUIT, "odebench_26_lotka_volterra_competition"])
     _truth_scores("bio", ["michaelis_menten", "pk_oral_one_compartment", "repressilator"])

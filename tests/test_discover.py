@@ -68,6 +68,9 @@ def test_noise_model_is_read_from_the_smoothing_residuals():
     assert noise_model([relative]) == "relative" and noise_model([absolute]) == "absolute"
 
 
+# Slow (50-55 s): `make demo` runs this very discovery on the same data; the default suite checks
+# the pipeline's parts on synthetic data, where the truth is known.
+@pytest.mark.slow
 def test_lynx_hare_without_a_prior_is_lotka_volterra_in_form(tmp_path: Path):
     result = subprocess.run(
         [sys.executable, "-m", "biotwin.cli", "discover", str(EXAMPLES / "data" / "hudson_bay_lynx_hare.csv"),

@@ -211,6 +211,9 @@ def test_cli_predict_writes_forecasts_and_refuses_bad_scenarios(tmp_path: Path) 
     assert not (twin / "forecasts.json").exists()
 
 
+# Slow (55-70 s): the optimize command's test below trains a feedback rule through the same closed
+# loop in the default suite (from the open-loop optimum); this one trains it from scratch.
+@pytest.mark.slow
 def test_feedback_rule_is_trained_through_the_closed_loop_and_replays_as_its_doses() -> None:
     from biotwin.feedback import FeedbackDesign, train_feedback
 
@@ -238,6 +241,15 @@ def test_feedback_rule_is_trained_through_the_closed_loop_and_replays_as_its_dos
     around = train_feedback(model, scenario, FeedbackDesign(doses, ("T",), width=4), Goal("T", "final"),
                             draws=draws, max_iterations=3, start_from=(6.0, 6.0, 0.0, 0.0))
     assert around.start_value == pytest.approx(optimum, rel=5e-3) and around.value <= around.start_value
+
+
+def test_feedback_rules_that_cannot_be_trained_are_refused() -> None:
+    from biotwin.feedback import FeedbackDesign, train_feedback
+
+    model = DRUG_KILLS_TUMOUR
+    scenario = Scenario("base", horizon=10, times=tuple(np.linspace(0, 10, 51)))
+    doses = BolusDesign("D", (0.0, 3.0, 6.0, 9.0), max_dose=6.0, max_total=12.0)
+    draws = lognormal_draws(model, ("kd",), 8, spread=0.3)
     with pytest.raises(DataError, match="starts from 2 doses but decides at 4 times"):
         train_feedback(model, scenario, FeedbackDesign(doses, ("T",)), Goal("T", "final"), draws=draws,
                        start_from=(6.0, 6.0))
