@@ -5,9 +5,10 @@ scrambled Sobol points over the bounds on each parameter's optimisation scale
 (:func:`biotwin.fit.start_points`, seed 0), handed to pyPESTO as ``x_guesses`` on that scale.
 Both run their starts one after another in one process:
 
-* biotwin: ``load_petab(...).objective(method="kvaerno5")`` (the stiff solver for every start,
-  as AMICI's CVODES BDF; ``--method rodas5`` for the Rosenbrock method; the default step budget
-  is AMICI's, 10,000), then
+* biotwin: ``load_petab(...).objective(method="rodas5")`` (a stiff solver for every start, as
+  AMICI's CVODES BDF: the Rosenbrock method biotwin's objectives choose for stiff problems;
+  ``--method kvaerno5`` for the implicit Runge-Kutta method; the default step budget is AMICI's,
+  10,000), then
   :func:`biotwin.fit.multistart`: fides' trust region with the Gauss-Newton Hessian of exact
   forward-mode residual Jacobians for 20 iterations and BFGS after (fides' HybridFixed, as
   pyPESTO's), biotwin's default tolerances;
@@ -174,7 +175,7 @@ def main() -> None:
                         help="seconds per problem and tool after which no new start begins (default 300)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the Sobol start points")
     parser.add_argument("--method", default=CALIBRATION_METHOD, choices=("kvaerno5", "rodas5", "rodas4"),
-                        help=f"biotwin's stiff solver (default {CALIBRATION_METHOD}; rodas5: the Rosenbrock method)")
+                        help=f"biotwin's stiff solver (default {CALIBRATION_METHOD}, the Rosenbrock method; kvaerno5: implicit Runge-Kutta)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "calibrate_vs_pypesto.json",
                         help="every start's NLL and finishing time, per problem and tool (JSON)")
     parser.add_argument("--peer", nargs=2, metavar=("REQUEST", "RESULT"), help=argparse.SUPPRESS)

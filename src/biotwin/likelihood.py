@@ -50,7 +50,7 @@ from biotwin.model import Model
 from biotwin.objective import Measurements, Objective, from_scale, to_scale
 from biotwin.simulate import (
     OK,
-    STIFF_METHOD,
+    SENSITIVITY_STIFF_METHOD,
     Plan,
     Simulator,
     explicit_method,
@@ -304,8 +304,8 @@ def nominal_simulator(
     """The forward-mode simulator of a compiled objective, its solver chosen at the nominal point.
 
     ``q0`` is the problem vector q at the nominal parameters. With ``method="auto"`` the first
-    experiment's Jacobian there decides: Kvaerno5 for a stiff start, else the explicit method
-    for ``rtol``; any other ``method`` is used as given.
+    experiment's Jacobian there decides: Rodas5 (:data:`~biotwin.simulate.SENSITIVITY_STIFF_METHOD`)
+    for a stiff start, else the explicit method for ``rtol``; any other ``method`` is used as given.
     """
     if method == "auto":
         theta0 = q0[theta_index[0]]
@@ -313,7 +313,7 @@ def nominal_simulator(
         defaults = np.array([model.initial_value(s, values) if s in model.initial else 0.0 for s in model.states])
         y0 = np.where(initial_given[0], q0[initial_index[0]], defaults)
         span = float(np.max(plans.boundaries[:, -1] - plans.boundaries[:, 0]))
-        method = STIFF_METHOD if is_stiff(model, theta0, y0, span) else explicit_method(rtol)
+        method = SENSITIVITY_STIFF_METHOD if is_stiff(model, theta0, y0, span) else explicit_method(rtol)
     return Simulator(model, method, rtol=rtol, atol=atol, max_steps=max_steps, adjoint="forward")
 
 
@@ -425,7 +425,7 @@ def dataset_objective(
     Initial states come from each experiment's overrides, else the model's initial expressions
     (at the estimated parameters), else the first measurement of a state observed under its
     own name. All experiments are solved in one vmapped, compiled solve with ``method``
-    (``"auto"``: Kvaerno5 when the system is stiff at the nominal parameters, else explicit).
+    (``"auto"``: Rodas5 when the system is stiff at the nominal parameters, else explicit).
     """
     from biotwin import _jax  # noqa: F401
 

@@ -98,7 +98,7 @@ class PetabProblem:
     ) -> Objective:
         """The problem's negative log-likelihood over its estimated parameters (see the module docstring).
 
-        ``method`` is the ODE solver (``"auto"``: Kvaerno5 when the model is stiff at the nominal
+        ``method`` is the ODE solver (``"auto"``: Rodas5 when the model is stiff at the nominal
         parameters, else explicit Runge-Kutta), ``rtol``/``atol`` its tolerances. The objective is
         compiled once; ``log_prior`` is set when the parameter table has objective priors.
         """
