@@ -133,26 +133,21 @@ def _solver_class() -> type:
     from biotwin import _jax  # noqa: F401
 
     @eqx.filter_custom_jvp
-    def _stage_solve(rate: Any, inverse: Any, y0: Any, rhs: Any) -> Any:
-        """k = M^-1 r with ``inverse`` = M^-1, M = I/(h gamma) - J(y0); ``rate(y)`` is f(t0, y),
-        closure-converted so that its constants (the parameters) carry tangents."""
+    def _stage_solve(inverse: Any, jacobian: Any, rhs: Any) -> Any:
+        """k = M^-1 r with ``inverse`` = M^-1, M = I/(h gamma) - J(y0), and ``jacobian`` = J(y0)."""
         return inverse @ rhs
 
     @_stage_solve.def_jvp
     def _stage_solve_jvp(primals: Any, tangents: Any) -> tuple[Any, Any]:
-        # d(M k) = dr: dk = M^-1 (dr - dM k), and -dM k = dJ k is one second-order directional
-        # derivative of f along the tangents of y0 and of f's constants (the parameters), never dJ itself.
-        rate, inverse, y0, rhs = primals
-        t_rate, _, t_y0, t_rhs = tangents
+        # d(M k) = dr: dk = M^-1 (dr - dM k) with -dM k = dJ k. dJ, the derivative of J(y0) along
+        # the tangents of y0 and of the parameters, is formed once per step by forward-mode AD of
+        # J and shared by all stages; M^-1 itself carries no tangent.
+        inverse, jacobian, rhs = primals
+        _, t_jacobian, t_rhs = tangents
         k = inverse @ rhs
-
-        def jacobian_times_k(r: Any, y: Any) -> Any:
-            return jax.jvp(r, (y,), (k,))[1]
-
-        _, d_jacobian_k = eqx.filter_jvp(jacobian_times_k, (rate, y0), (t_rate, t_y0))
         tangent = jnp.zeros_like(k) if t_rhs is None else t_rhs
-        if d_jacobian_k is not None:
-            tangent = tangent + d_jacobian_k
+        if t_jacobian is not None:
+            tangent = tangent + t_jacobian @ k
         return k, inverse @ tangent
 
     class Rosenbrock(diffrax.AbstractAdaptiveSolver):
@@ -181,18 +176,19 @@ def _solver_class() -> type:
                 return terms.vf(t, y, args)
 
             f0, f_t = jax.jvp(lambda t: f(t, y0), (t0,), (jnp.ones_like(t0),))
-            rate_at_start = eqx.filter_closure_convert(lambda y: f(t0, y), y0)
-            jacobian = jax.lax.stop_gradient(jax.jacfwd(rate_at_start)(y0))
+            jacobian = jax.jacfwd(lambda y: f(t0, y))(y0)
             eye = jnp.eye(y0.shape[0], dtype=y0.dtype)
             # M^-1 once per step (LU with partial pivoting), then each stage solve, primal and
             # tangent, is one small matrix product. Inside XLA's step loop each LAPACK call costs
-            # about 1 us on a 5-state system, and a step makes 16 LU solves (8 stages, primal and
-            # tangent), each two triangular solves: with the inverse an evaluation of
-            # Crauste_CellSystems2017 with sensitivities takes 8 ms against 21 ms, Elowitz_Nature2000
-            # 55 ms against 69 ms. Its forward error is the LU solves' order, cond(M) times round-off.
-            # (Plain AD through inv, without the custom JVP, compiles 20-30 % faster but forms dJ
-            # along every tangent: 16 ms and 139 ms.)
-            inverse = jnp.linalg.inv(eye / jax.lax.stop_gradient(h * method.gamma) - jacobian)
+            # about 1 us on a 5-state system, and a step made 16 LU solves (8 stages, primal and
+            # tangent), each two triangular solves. Its forward error is the LU solves' order,
+            # cond(M) times round-off. dJ comes once per step from forward-mode AD of J (see
+            # _stage_solve_jvp); a second-order directional derivative of f per stage instead took
+            # XLA 1-6 s longer to compile (Elowitz 16 s against 10 s). Plain AD through inv costs
+            # twice as much per evaluation (its tangent takes LU solves). With sensitivities an
+            # evaluation of Crauste_CellSystems2017 takes 7 ms against 21 ms with LU solves, one of
+            # Elowitz_Nature2000 35 ms against 69 ms.
+            inverse = jax.lax.stop_gradient(jnp.linalg.inv(eye / (h * method.gamma) - jacobian))
             a, C = np.asarray(method.a), np.asarray(method.C)
             increments: list[Any] = []
             for i in range(method.stages):
@@ -202,7 +198,7 @@ def _solver_class() -> type:
                 rhs = rate + coupling / h
                 if method.d[i] != 0.0:
                     rhs = rhs + (h * method.d[i]) * f_t
-                increments.append(_stage_solve(rate_at_start, inverse, y0, rhs))
+                increments.append(_stage_solve(inverse, jacobian, rhs))
             y1 = y0 + sum(b * k for b, k in zip(method.b, increments))
             y_error = increments[-1]
             return y1, y_error, dict(y0=y0, y1=y1), None, diffrax.RESULTS.successful

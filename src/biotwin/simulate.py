@@ -48,11 +48,10 @@ STIFF_METHOD = "kvaerno5"
 #: sensitivities: Rodas5 forms M^-1 once per step and makes each stage's solve, primal and
 #: tangent, one small product, where Kvaerno5 runs a Newton iteration per stage and an implicit
 #: derivative of each. With sensitivities on the four shared PEtab problems (nominal point, best
-#: of 5) Rodas5 takes 8 ms against 23 ms on Crauste_CellSystems2017, 5 against 12 on
-#: Boehm_JProteomeRes2014, 2.4 against 8.1 on Perelson_Science1996 and 49-55 against 67-71 on
-#: Elowitz_Nature2000, and its NLLs are closer to AMICI's tight-tolerance ones (Crauste 1.5e-6
-#: against 8.9e-5). Along one long Elowitz search the two cost the same (4.8 s and 5.1 s over 40
-#: points). It compiles 1-7 s longer.
+#: of 5) Rodas5 takes 7 ms against 23 ms on Crauste_CellSystems2017, 5 against 12 on
+#: Boehm_JProteomeRes2014, 2.2 against 8.1 on Perelson_Science1996 and 35 against 67-71 on
+#: Elowitz_Nature2000, compiles within 2 s of Kvaerno5, and its NLLs are closer to AMICI's
+#: tight-tolerance ones (Crauste 1.5e-6 against 8.9e-5).
 SENSITIVITY_STIFF_METHOD = "rodas5"
 #: The methods for stiff systems: they step onto every output time (see :meth:`Simulator.solve`).
 STIFF_METHODS = ("kvaerno5", "kencarp4", *ROSENBROCK_METHODS)
