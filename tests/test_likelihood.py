@@ -187,3 +187,18 @@ def test_fixed_parameters_are_not_estimated_by_default():
     grid = np.linspace(0.1, 2.0, 191)
     best = grid[np.argmin([float(objective.nll(np.array([k]))) for k in grid])]
     assert 0.35 < best < 0.5
+
+
+def test_a_stiff_problem_is_calibrated_with_rodas5_and_a_mild_one_with_an_explicit_method():
+    from biotwin.likelihood import nominal_simulator, stacked_plans
+    from biotwin.simulate import SENSITIVITY_STIFF_METHOD, explicit_method
+
+    data = Dataset.from_arrays(np.linspace(0, 10, 11), np.cos(np.linspace(0, 10, 11))[:, None], ["x"])
+    for rate, expected in ((1e6, SENSITIVITY_STIFF_METHOD), (1.0, explicit_method(1e-6))):
+        model = Model.from_text(f"dx/dt = -k*(x - cos(t))\nk = {rate}")
+        # q = (k, x(0)): the experiment's parameter k is q[0], its initial state given as q[1].
+        chosen = nominal_simulator(model, stacked_plans(model, data), np.array([rate, 1.0]), np.array([[0]]),
+                                   np.array([[1]]), np.array([[True]]), method="auto", rtol=1e-6, atol=1e-9,
+                                   max_steps=10_000)
+        assert chosen.method == expected
+    assert SENSITIVITY_STIFF_METHOD == "rodas5"
