@@ -193,7 +193,8 @@ def test_a_stiff_problem_is_calibrated_with_rodas5_and_a_mild_one_with_an_explic
     from biotwin.likelihood import nominal_simulator, stacked_plans
     from biotwin.simulate import SENSITIVITY_STIFF_METHOD, explicit_method
 
-    data = Dataset.from_arrays(np.linspace(0, 10, 11), np.cos(np.linspace(0, 10, 11))[:, None], ["x"])
+    times = np.linspace(0, 10, 11)
+    data = Dataset.from_arrays(times, np.cos(times)[:, None], ["x"])
     for rate, expected in ((1e6, SENSITIVITY_STIFF_METHOD), (1.0, explicit_method(1e-6))):
         model = Model.from_text(f"dx/dt = -k*(x - cos(t))\nk = {rate}")
         # q = (k, x(0)): the experiment's parameter k is q[0], its initial state given as q[1].

@@ -51,7 +51,9 @@ STIFF_METHOD = "kvaerno5"
 #: of 5) Rodas5 takes 7 ms against 23 ms on Crauste_CellSystems2017, 5 against 12 on
 #: Boehm_JProteomeRes2014, 2.2 against 8.1 on Perelson_Science1996 and 35 against 67-71 on
 #: Elowitz_Nature2000, compiles within 2 s of Kvaerno5, and its NLLs are closer to AMICI's
-#: tight-tolerance ones (Crauste 1.5e-6 against 8.9e-5).
+#: tight-tolerance ones (Crauste 1.5e-6 against 8.9e-5). Plain simulation keeps
+#: :data:`STIFF_METHOD` until discovery and the benchmark suites, which solve through it, have
+#: been measured with Rodas5.
 SENSITIVITY_STIFF_METHOD = "rodas5"
 #: The methods for stiff systems: they step onto every output time (see :meth:`Simulator.solve`).
 STIFF_METHODS = ("kvaerno5", "kencarp4", *ROSENBROCK_METHODS)
