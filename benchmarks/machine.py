@@ -93,6 +93,27 @@ def max_relative_error(values: Any, reference: Any) -> float:
 CALIBRATION_METHOD = "rodas5"
 
 
+def import_petab_libraries() -> None:
+    """Import everything biotwin's PEtab calibration loads on first use, so that a timed run starts
+    after the imports, as the peer's clock starts after ``import pypesto.petab`` (which loads
+    AMICI, PEtab and SymPy): biotwin imports PEtab, libsbml, SymPy, JAX and diffrax lazily, and
+    without this the first problem of a run paid about 5 s of imports that no later one paid."""
+    import diffrax  # noqa: F401
+    import fides  # noqa: F401
+    import jax  # noqa: F401
+    import libsbml  # noqa: F401
+    import pandas  # noqa: F401
+    import petab.v1  # noqa: F401
+    import petab.v1.math.printer  # noqa: F401
+    import petab.v1.priors  # noqa: F401
+    import yaml  # noqa: F401
+
+    import biotwin._jax  # noqa: F401
+    import biotwin.fit  # noqa: F401
+    import biotwin.io.petab  # noqa: F401
+    import biotwin.optimise  # noqa: F401
+
+
 def petab_objective(name: str, method: str = CALIBRATION_METHOD) -> Any:
     """The objective of a shared PEtab problem as the calibration benchmarks fit it: a stiff solver for
     every start (the Rosenbrock method Rodas5 by default; ``kvaerno5`` for the implicit Runge-Kutta
