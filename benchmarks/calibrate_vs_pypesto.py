@@ -51,6 +51,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from machine import CALIBRATION_METHOD, PETAB, PETAB_PROBLEMS, import_petab_libraries, petab_objective, print_machine
 
@@ -72,6 +73,26 @@ def time_to_best(nll: list[float], finished: list[float]) -> float:
 def time_to_target(nll: list[float], finished: list[float], target: float) -> float:
     """The clock when the first start with an NLL within SAME_OPTIMUM of ``target`` or below finished (inf if none)."""
     return min((t for v, t in zip(nll, finished) if math.isfinite(v) and v <= target + SAME_OPTIMUM), default=math.inf)
+
+
+def expected_time_to_target(nll: list[float], finished: list[float], compile_seconds: float, target: float) -> float:
+    """The expected clock at which a start within SAME_OPTIMUM of ``target`` first finishes, over
+    every order in which the same starts could have run (inf if none reached it).
+
+    The time to best of one run depends on where in the sequence the starts that find the best
+    happen to be: one start's place can move it by a minute. Run one after another, start i takes
+    d_i seconds whatever its place, so over uniformly random orders, with B the starts that reach
+    the target, each other start runs before all of B with probability 1/(|B| + 1), and the first
+    of B is any of them alike:
+
+        E[T] = compile + sum_{i not in B} d_i / (|B| + 1) + mean_{i in B} d_i.
+    """
+    durations = [end - begin for begin, end in zip([compile_seconds, *finished[:-1]], finished)]
+    reached = [d for v, d in zip(nll, durations) if math.isfinite(v) and v <= target + SAME_OPTIMUM]
+    if not reached:
+        return math.inf
+    others = sum(durations) - sum(reached)
+    return compile_seconds + others / (len(reached) + 1) + sum(reached) / len(reached)
 
 
 def speed_up(ours: float, theirs: float) -> str:
@@ -165,6 +186,52 @@ def run_biotwin(name: str, starts: int, seed: int, max_evaluations: int, time_li
     return ours, request
 
 
+def print_tables(console: Any, rows: list[tuple[str, dict, dict]], starts: int) -> None:
+    """The comparison as run, and the same runs' expected times over every order of their starts."""
+    from rich.table import Table
+
+    table = Table(title=f"Multi-start calibration, {starts} Sobol starts each, sequential, one process per tool")
+    for column in ("problem", "nominal NLL", "best NLL\nbiotwin", "best NLL\npyPESTO", "converged\nbiotwin",
+                   "converged\npyPESTO", "to best [s]\nbiotwin", "to best [s]\npyPESTO", "total [s]\nbiotwin",
+                   "total [s]\npyPESTO", "compile [s]\nbiotwin / pyPESTO", "speed-up\nto best",
+                   "to common [s]\nbiotwin / pyPESTO", "speed-up\nto common"):
+        table.add_column(column, justify="left" if column == "problem" else "right")
+    orders = Table(title="The same runs, expected over every order of their starts (see expected_time_to_target)")
+    for column in ("problem", "to best [s]\nbiotwin / pyPESTO", "speed-up\nto best", "to common [s]\nbiotwin / pyPESTO",
+                   "speed-up\nto common"):
+        orders.add_column(column, justify="left" if column == "problem" else "right")
+    for name, ours, theirs in rows:
+        runs = (ours, theirs)
+        finite = [v for v in ours["nll"] + theirs["nll"] if math.isfinite(v)]
+        overall = min(finite) if finite else math.inf
+        converged = [sum(v <= overall + CONVERGED_WITHIN for v in run["nll"]) for run in runs]
+        best = [min(run["nll"], default=math.inf) for run in runs]
+        to_best = [time_to_best(run["nll"], run["finished"]) for run in runs]
+        cut = [f" (cut off after {len(run['nll'])})" if run["cut_off"] else "" for run in runs]
+        # The best NLL both tools reached: where one finds a much better optimum than the other, the
+        # time to each one's own best compares a search for different things.
+        common = max(best) if all(math.isfinite(b) for b in best) else -math.inf  # none when one tool found nothing
+        to_common = [time_to_target(run["nll"], run["finished"], common) for run in runs]
+        table.add_row(
+            name.split("_")[0], f"{ours['nominal']:.4f}", f"{best[0]:.4f}", f"{best[1]:.4f}",
+            f"{converged[0]}/{starts}{cut[0]}", f"{converged[1]}/{starts}{cut[1]}", f"{to_best[0]:.1f}", f"{to_best[1]:.1f}",
+            f"{ours['total']:.1f}", f"{theirs['total']:.1f}", f"{ours['compile']:.1f} / {theirs['compile']:.1f}",
+            speed_up(*to_best), f"{to_common[0]:.1f} / {to_common[1]:.1f}", speed_up(*to_common),
+        )
+        expected_best = [expected_time_to_target(run["nll"], run["finished"], run["compile"], b) for run, b in zip(runs, best)]
+        expected_common = [expected_time_to_target(run["nll"], run["finished"], run["compile"], common) for run in runs]
+        orders.add_row(name.split("_")[0], f"{expected_best[0]:.1f} / {expected_best[1]:.1f}", speed_up(*expected_best),
+                       f"{expected_common[0]:.1f} / {expected_common[1]:.1f}", speed_up(*expected_common))
+    console.print(table)
+    console.print(
+        f"Converged: within {CONVERGED_WITHIN} of the best NLL of both tools. To best: seconds from reading the "
+        f"problem until the first start that reached the tool's own best (within {SAME_OPTIMUM}) finished, "
+        f"compilation included. To common: the same, to the worse of the two tools' best NLLs (the best both "
+        f"reached). {rows[0][2]['version'] if rows else ''}."
+    )
+    console.print(orders)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--starts", type=int, default=20, help="local optimisations per problem and tool")
@@ -179,6 +246,8 @@ def main() -> None:
                         help=f"biotwin's stiff solver (default {CALIBRATION_METHOD}, the Rosenbrock method; kvaerno5: implicit Runge-Kutta)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "calibrate_vs_pypesto.json",
                         help="every start's NLL and finishing time, per problem and tool (JSON)")
+    parser.add_argument("--tables-from", type=Path, metavar="JSON",
+                        help="print the tables of an earlier run from its --out file, without running anything")
     parser.add_argument("--peer", nargs=2, metavar=("REQUEST", "RESULT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peer:
@@ -187,8 +256,12 @@ def main() -> None:
         return
 
     from rich.console import Console
-    from rich.table import Table
 
+    if args.tables_from:
+        saved = json.loads(args.tables_from.read_text())
+        rows = [(name, runs["biotwin"], runs["pypesto"]) for name, runs in saved.items()]
+        print_tables(Console(width=200), rows, max(len(ours["nll"]) for _, ours, _ in rows))
+        return
     problems = args.problems or (QUICK_PROBLEMS if args.quick else PETAB_PROBLEMS)
     starts = 4 if args.quick and args.starts == parser.get_default("starts") else args.starts
     if not (PEER / "python").exists():
@@ -204,39 +277,12 @@ def main() -> None:
         theirs = peer_in_subprocess({**request, "time_limit": args.time_limit})
         rows.append((name, ours, theirs))
 
-    table = Table(title=f"Multi-start calibration, {starts} Sobol starts each, sequential, one process per tool")
-    for column in ("problem", "nominal NLL", "best NLL\nbiotwin", "best NLL\npyPESTO", "converged\nbiotwin",
-                   "converged\npyPESTO", "to best [s]\nbiotwin", "to best [s]\npyPESTO", "total [s]\nbiotwin",
-                   "total [s]\npyPESTO", "compile [s]\nbiotwin / pyPESTO", "speed-up\nto best",
-                   "to common [s]\nbiotwin / pyPESTO", "speed-up\nto common"):
-        table.add_column(column, justify="left" if column == "problem" else "right")
-    for name, ours, theirs in rows:
-        finite = [v for v in ours["nll"] + theirs["nll"] if math.isfinite(v)]
-        overall = min(finite) if finite else math.inf
-        converged = [sum(v <= overall + CONVERGED_WITHIN for v in run["nll"]) for run in (ours, theirs)]
-        best = [min(run["nll"], default=math.inf) for run in (ours, theirs)]
-        to_best = [time_to_best(run["nll"], run["finished"]) for run in (ours, theirs)]
-        cut = [f" (cut off after {len(run['nll'])})" if run["cut_off"] else "" for run in (ours, theirs)]
-        # The best NLL both tools reached: where one finds a much better optimum than the other, the
-        # time to each one's own best compares a search for different things.
-        common = max(best) if all(math.isfinite(b) for b in best) else -math.inf  # none when one tool found nothing
-        to_common = [time_to_target(run["nll"], run["finished"], common) for run in (ours, theirs)]
-        table.add_row(
-            name.split("_")[0], f"{ours['nominal']:.4f}", f"{best[0]:.4f}", f"{best[1]:.4f}",
-            f"{converged[0]}/{starts}{cut[0]}", f"{converged[1]}/{starts}{cut[1]}", f"{to_best[0]:.1f}", f"{to_best[1]:.1f}",
-            f"{ours['total']:.1f}", f"{theirs['total']:.1f}", f"{ours['compile']:.1f} / {theirs['compile']:.1f}",
-            speed_up(*to_best), f"{to_common[0]:.1f} / {to_common[1]:.1f}", speed_up(*to_common),
-        )
-    console.print(table)
+    print_tables(console, rows, starts)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({name: {"biotwin": ours, "pypesto": theirs} for name, ours, theirs in rows}, indent=1))
-    console.print(
-        f"Converged: within {CONVERGED_WITHIN} of the best NLL of both tools. To best: seconds from reading the "
-        f"problem until the first start that reached the tool's own best (within {SAME_OPTIMUM}) finished, "
-        f"compilation included. To common: the same, to the worse of the two tools' best NLLs (the best both "
-        f"reached). {rows[0][2]['version'] if rows else ''}; max {args.max_evaluations} evaluations "
-        f"per start; time limit {args.time_limit:.0f} s per problem and tool."
-    )
+    console.print(f"max {args.max_evaluations} evaluations per start; time limit {args.time_limit:.0f} s per problem and tool; "
+                  f"every start's NLL and finishing time in {args.out}")
+
 
 
 if __name__ == "__main__":
