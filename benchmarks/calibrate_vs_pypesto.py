@@ -180,7 +180,7 @@ def run_biotwin(name: str, starts: int, seed: int, max_evaluations: int, time_li
     by_index = sorted(calibration.starts, key=lambda s: s.index)
     ours = {"nll": [s.nll for s in by_index], "finished": [lead + s.finished for s in by_index],
             "evaluations": [s.evaluations for s in by_index], "compile": lead + calibration.compile_seconds,
-            "total": total, "cut_off": len(by_index) < starts, "nominal": float(objective.nll(objective.nominal))}
+            "total": total, "cut_off": len(by_index) < starts, "nominal": calibration.nominal_nll}
     request = {"problem": name, "names": list(objective.names), "points": np.asarray(points).tolist(),
                "max_evaluations": max_evaluations}
     return ours, request

@@ -18,13 +18,13 @@ TRUTH = "dx/dt = r*x*(1 - x/K)\nx(0) = 2\nr = 0.8\nK = 100"
 MODEL = "dx/dt = r*x*(1 - x/K)\nx(0) = 2\nr in [0.01, 10] log = 1\nK in [1, 1000] log = 10"
 
 
-def logistic_objective(seed: int = 0):
+def logistic_objective(seed: int = 0, model: str = MODEL):
     """Logistic growth measured at 15 times with 5 % log-normal noise; r, K and sigma estimated."""
     times = np.linspace(0, 12, 15)
     clean = simulate(Model.from_text(TRUTH), None, None, times).state("x")
     measured = clean * np.exp(0.05 * np.random.default_rng(seed).standard_normal(times.size))
     data = Dataset.from_arrays(times, measured[:, None], ["x"])
-    return dataset_objective(Model.from_text(MODEL), data, noise="lognormal")
+    return dataset_objective(Model.from_text(model), data, noise="lognormal")
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +105,18 @@ def test_a_time_limit_stops_starting_new_starts(calibrated):
     objective, _ = calibrated
     result = multistart(objective, starts=6, seed=3, time_limit=0.0)
     assert len(result.starts) == 1 and result.starts[0].index == 0
+
+
+def test_the_nominal_values_are_scored_a_fit_that_misses_them_says_so_and_they_can_be_a_start():
+    at_truth = MODEL.replace("10] log = 1", "10] log = 0.8").replace("log = 10", "log = 100")
+    objective = logistic_objective(model=at_truth)
+    nominal = float(objective.nll(objective.nominal))
+    stuck = multistart(objective, starts=2, seed=0, max_evaluations=1)  # one step from each Sobol point
+    assert stuck.nominal_nll == pytest.approx(nominal, abs=1e-9)
+    assert stuck.best_nll > nominal + 1, stuck.waterfall
+    assert "nominal parameter values fit better" in stuck.missed_nominal()
+    rescued = multistart(objective, starts=2, seed=0, from_nominal=True)
+    by_index = sorted(rescued.starts, key=lambda s: s.index)
+    assert len(by_index) == 3 and np.array_equal(by_index[0].x0, objective.nominal)
+    assert np.array_equal(by_index[1].x0, start_points(objective, 2, seed=0)[0])
+    assert rescued.best_nll <= nominal and rescued.missed_nominal() is None

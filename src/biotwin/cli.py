@@ -386,10 +386,11 @@ Output = Annotated[Path | None, typer.Option("--output", "-o", help="Folder for 
 Starts = Annotated[int, typer.Option(help="Multi-start: local fits from this many points spread over the bounds.")]
 Seed = Annotated[int, typer.Option(help="Seed of the start points and of the sampler.")]
 Processes = Annotated[int, typer.Option(help="Worker processes for the starts (each compiles the model once).")]
+FromNominal = Annotated[bool, typer.Option("--from-nominal", help="Also start from the nominal values (the PEtab parameter table's or the model file's), first.")]
 
 
 def _calibrated(target: Path, data: Path | None, noise: str, output: Path | None, starts: int, seed: int,
-                processes: int, reuse: bool) -> tuple[Any, Any, Any, Path | None]:
+                processes: int, reuse: bool, from_nominal: bool = False) -> tuple[Any, Any, Any, Path | None]:
     """The problem, its objective, its best point (from fit.json when ``reuse`` and present, else a multi-start fit) and the output folder."""
     from biotwin.fit import multistart
     from biotwin.io.results import load_best_fit, save_fit
@@ -414,15 +415,19 @@ def _calibrated(target: Path, data: Path | None, noise: str, output: Path | None
         return problem, objective, best, folder
     with rich_progress(errors, f"multi-start fit ({starts} starts)") as progress:
         calibration = multistart(objective, starts=starts, seed=seed, processes=processes,
-                                 rebuild=problem.objective if processes > 1 else None, progress=progress)
+                                 rebuild=problem.objective if processes > 1 else None, progress=progress,
+                                 from_nominal=from_nominal)
     table = Table(title=f"{problem.name}: maximum-likelihood fit",
                   caption=f"best NLL {calibration.best_nll:.6g}; {calibration.converged} of {len(calibration.starts)} "
-                          f"starts reached it; {calibration.seconds:.1f} s ({calibration.compile_seconds:.1f} s compiling)")
+                          f"starts reached it; nominal values: NLL {calibration.nominal_nll:.6g}; "
+                          f"{calibration.seconds:.1f} s ({calibration.compile_seconds:.1f} s compiling)")
     for column in ("parameter", "scale", "value"):
         table.add_column(column, justify="left" if column != "value" else "right")
     for row in calibration.summary():
         table.add_row(row["parameter"], row["scale"], f"{row['value']:.6g}")
     console.print(table)
+    if (missed := calibration.missed_nominal()) is not None:
+        errors.print(f"[yellow]warning:[/] {missed}")
     if folder is not None:
         save_fit(folder, problem, calibration)
         plot_waterfall(calibration, folder / "waterfall.png", title=None)
@@ -433,15 +438,15 @@ def _calibrated(target: Path, data: Path | None, noise: str, output: Path | None
 @app.command()
 @user_errors
 def fit(target: Target, data: DataFile = None, noise: Noise = "normal", starts: Starts = 20, seed: Seed = 0,
-        processes: Processes = 1, output: Output = None) -> None:
+        processes: Processes = 1, output: Output = None, from_nominal: FromNominal = False) -> None:
     """Calibrate a model on whole trajectories by multi-start maximum likelihood.
 
     Works on a PEtab problem (its own observables, noise and parameter table; the NLL is PEtab's,
     so it compares with AMICI and pyPESTO), on a twin folder, or on a model file with a CSV.
     Prints the best parameters and how many starts reached them; writes fit.json and the
-    waterfall plot.
+    waterfall plot. Warns when the nominal parameter values fit better than every start.
     """
-    _calibrated(target, data, noise, output, starts, seed, processes, reuse=False)
+    _calibrated(target, data, noise, output, starts, seed, processes, reuse=False, from_nominal=from_nominal)
 
 
 @app.command()

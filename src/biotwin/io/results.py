@@ -38,6 +38,7 @@ def save_fit(folder: str | Path, problem: Any, calibration: Any) -> Path:
         "best_x": _numbers(calibration.best_x),
         "parameters": calibration.parameters,
         "nll": calibration.best_nll,
+        "nominal_nll": _numbers([calibration.nominal_nll])[0],
         "starts": len(calibration.starts),
         "converged": calibration.converged,
         "waterfall": _numbers(calibration.waterfall),
