@@ -545,7 +545,8 @@ class Calibration:
         if not (math.isfinite(self.nominal_nll) and self.nominal_nll < self.best_nll - SAME_OPTIMUM):
             return None
         return (f"the nominal parameter values fit better (NLL {self.nominal_nll:.6g}) than the best of "
-                f"{len(self.starts)} starts ({self.best_nll:.6g}): no start reached that optimum's basin; "
+                f"{len(self.starts)} starts ({self.best_nll:.6g}), by {self.best_nll - self.nominal_nll:.3g} "
+                f"(a 95 % likelihood-ratio interval is 1.92 wide): no start reached that optimum's basin; "
                 f"run more starts (--starts) or also start from the nominal values (--from-nominal)")
 
     def summary(self) -> list[dict[str, Any]]:
