@@ -133,6 +133,8 @@ def plot_waterfall(calibration, path: str | Path, *, title: str | None = None) -
 
     Flat steps are local optima reached by several starts; the first step's width is the number
     of starts that converged to the best fit. Failed starts (infinite NLL) are marked at the top.
+    The NLL of the nominal parameter values is a dotted line, or, where they fit better than every
+    start, a note of by how much.
     """
     plt = pyplot()
     values = calibration.waterfall - calibration.best_nll
@@ -144,6 +146,13 @@ def plot_waterfall(calibration, path: str | Path, *, title: str | None = None) -
     if not finite.all():
         top = np.nanmax(shown) * 3 if finite.any() else 1.0
         axis.plot(ranks[~finite], np.full((~finite).sum(), top), "x", color="C3", label="failed")
+    nominal = calibration.nominal_nll - calibration.best_nll
+    if np.isfinite(nominal) and nominal >= 0:
+        axis.axhline(nominal + 1e-3, color="C2", linestyle=":", linewidth=1.5, label="nominal values")
+    elif np.isfinite(nominal):
+        axis.text(0.02, 0.96, f"nominal values: {-nominal:.3g} below the best start", transform=axis.transAxes,
+                  va="top", fontsize=8, color="C3")
+    if axis.get_legend_handles_labels()[0]:
         axis.legend(frameon=False, fontsize=8)
     axis.axhline(0.1 + 1e-3, color="0.5", linestyle="--", linewidth=1)
     axis.set_xlabel("start (sorted by final NLL)")
