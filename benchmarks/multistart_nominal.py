@@ -60,7 +60,7 @@ def main() -> None:
     print_machine(console, ("fides", "diffrax"))
     table = Table(title=f"biotwin multi-start, up to {args.starts} Sobol starts (seed 0), against the nominal NLL")
     for column in ("problem", "nominal NLL", "best NLL", "best - nominal", "starts run", "reached nominal",
-                   "first reaching (index)", "it finished at [s]", "total [s]"):
+                   "first reaching (index)", "it finished at \\[s]", "total \\[s]"):
         table.add_column(column, justify="left" if column == "problem" else "right")
     for name in args.problems:
         console.print(f"[bold]{name}[/]: {args.starts} starts ...")
