@@ -115,7 +115,9 @@ def test_the_nominal_values_are_scored_a_fit_that_misses_them_says_so_and_they_c
     assert stuck.nominal_nll == pytest.approx(nominal, abs=1e-9)
     assert stuck.best_nll > nominal + 1, stuck.waterfall
     assert "nominal parameter values fit better" in stuck.missed_nominal()
-    rescued = multistart(objective, starts=2, seed=0, from_nominal=True)
+    labels = []
+    rescued = multistart(objective, starts=2, seed=0, from_nominal=True, progress=lambda *call: labels.append(call))
+    assert labels[-1] == (3, 3, f"3 done, best NLL {rescued.best_nll:.6g}"), labels
     by_index = sorted(rescued.starts, key=lambda s: s.index)
     assert len(by_index) == 3 and np.array_equal(by_index[0].x0, objective.nominal)
     assert np.array_equal(by_index[1].x0, start_points(objective, 2, seed=0)[0])

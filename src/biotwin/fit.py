@@ -638,10 +638,16 @@ def multistart(
             if k > 0 and time.time() >= deadline:
                 break
             results.append(_local(engine, x0, max_evaluations, k, began, deadline))
-            report(k + 1, total, f"start {k + 1}")
+            report(k + 1, total, _so_far(results))
     ordered = tuple(sorted(results, key=lambda s: (not math.isfinite(s.nll), s.nll, s.index)))
     return Calibration(tuple(objective.names), tuple(objective.scales), ordered, time.perf_counter() - began,
                        compile_seconds, nominal_nll)
+
+
+def _so_far(results: list[Start]) -> str:
+    """The progress label after a start: how many ran and the best NLL so far."""
+    best = min((s.nll for s in results), default=math.inf)
+    return f"{len(results)} done, best NLL {best:.6g}" if math.isfinite(best) else f"{len(results)} done"
 
 
 def _local(engine: Any, x0: np.ndarray, max_evaluations: int, index: int, began: float, deadline: float) -> Start:
@@ -705,5 +711,5 @@ def _in_processes(rebuild: Any, points: np.ndarray, max_evaluations: int, proces
             if start is not None:
                 results.append(dataclasses.replace(start, finished=time.perf_counter() - began))
             compile_seconds = max(compile_seconds, seconds)
-            report(done, len(points), f"start {done}")
+            report(done, len(points), _so_far(results))
     return results, compile_seconds, nominal_nll
