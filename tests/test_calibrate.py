@@ -64,6 +64,8 @@ def test_worker_processes_reach_the_same_optimum(calibrated):
     parallel = multistart(objective, starts=4, seed=0, processes=2, rebuild=functools.partial(logistic_objective, 0))
     assert len(parallel.starts) == 4 and parallel.compile_seconds > 0
     assert parallel.best_nll == pytest.approx(serial.best_nll, abs=1e-4)
+    # The workers score the nominal values as the main process does.
+    assert parallel.nominal_nll == pytest.approx(serial.nominal_nll, rel=1e-10) and np.isfinite(serial.nominal_nll)
 
 
 def test_bad_multistart_requests_are_clear_errors():
