@@ -537,10 +537,11 @@ class Calibration:
     def missed_nominal(self) -> str | None:
         """A one-line warning when the nominal values fit better than every start's optimum, else None.
 
-        Then no start reached the basin of the nominal point's optimum (on
-        Crauste_CellSystems2017, 100 Sobol starts end 0.002 above the nominal NLL, in a basin
-        separated from it by parameters where the model cannot be solved): more starts, or a start
-        at the nominal values, reach it.
+        Then no start reached the nominal point's optimum: its basin is narrow, or the starts
+        stopped in a flat valley that leads there, each step gaining less than the optimiser's
+        tolerance (on Crauste_CellSystems2017, 100 Sobol starts end 0.002 above the nominal NLL,
+        where mu_P's profile stays within 0.002 down to its bound). More starts, a start at the
+        nominal values, or a profile (:func:`biotwin.identify.profile`) reach it.
         """
         if not (math.isfinite(self.nominal_nll) and self.nominal_nll < self.best_nll - SAME_OPTIMUM):
             return None
