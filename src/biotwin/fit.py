@@ -537,11 +537,11 @@ class Calibration:
     def missed_nominal(self) -> str | None:
         """A one-line warning when the nominal values fit better than every start's optimum, else None.
 
-        Then no start reached the nominal point's optimum: its basin is narrow, or the starts
-        stopped in a flat valley that leads there, each step gaining less than the optimiser's
-        tolerance (on Crauste_CellSystems2017, 100 Sobol starts end 0.002 above the nominal NLL,
-        where mu_P's profile stays within 0.002 down to its bound). More starts, a start at the
-        nominal values, or a profile (:func:`biotwin.identify.profile`) reach it.
+        Then no start reached the nominal point's basin, which may be narrow or shallow (on
+        Crauste_CellSystems2017, 100 Sobol starts end 0.002 above the nominal NLL, and along
+        mu_P's profile from there the NLL rises by only 0.014 before it falls to the nominal
+        one). More starts, a start at the nominal values, or a profile
+        (:func:`biotwin.identify.profile`) reach it.
         """
         if not (math.isfinite(self.nominal_nll) and self.nominal_nll < self.best_nll - SAME_OPTIMUM):
             return None
