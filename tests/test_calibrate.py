@@ -124,3 +124,20 @@ def test_the_nominal_values_are_scored_a_fit_that_misses_them_says_so_and_they_c
     assert len(by_index) == 3 and np.array_equal(by_index[0].x0, objective.nominal)
     assert np.array_equal(by_index[1].x0, start_points(objective, 2, seed=0)[0])
     assert rescued.best_nll <= nominal and rescued.missed_nominal() is None
+
+
+def test_kicks_to_the_bounds_lead_a_stuck_fit_to_the_optimum_and_leave_an_optimum_alone(calibrated):
+    from biotwin.refine import refine
+
+    objective, optimum = calibrated
+    stuck = multistart(objective, starts=1, seed=3, max_evaluations=1)
+    assert stuck.best_nll > optimum.best_nll + 1, stuck.waterfall
+    refined = refine(objective, stuck)
+    entry = max(refined.starts, key=lambda s: s.index)
+    assert len(refined.starts) == 2 and entry.index == 1 and refined.starts[0] is entry
+    assert refined.best_nll == pytest.approx(optimum.best_nll, abs=1e-4)
+    at_bounds = np.isclose(entry.x0, objective.lower) | np.isclose(entry.x0, objective.upper)
+    assert at_bounds.sum() == 1 and entry.evaluations > 0 and refined.seconds > stuck.seconds
+    kept = refine(objective, optimum, max_rounds=1)
+    again = max(kept.starts, key=lambda s: s.index)
+    assert np.array_equal(again.x0, optimum.best_x) and again.nll == pytest.approx(optimum.best_nll, abs=1e-6)

@@ -30,12 +30,14 @@ def logistic_files(folder: Path) -> tuple[Path, Path]:
 def test_fit_profile_infer_write_their_results_and_reuse_the_fit(tmp_path: Path):
     model, data = logistic_files(tmp_path)
     out = tmp_path / "twin"
-    fitted = run("fit", str(model), str(data), "--noise", "lognormal", "--starts", "6", "--from-nominal", "-o", str(out))
+    fitted = run("fit", str(model), str(data), "--noise", "lognormal", "--starts", "6", "--from-nominal", "--refine",
+                 "-o", str(out))
     assert fitted.returncode == 0, fitted.stderr
     record = json.loads((out / "fit.json").read_text())
     assert record["names"] == ["r", "K", "sigma_x"] and record["converged"] >= 3
-    # The model file's values (r = 1, K = 10) are scored, and were the seventh start.
-    assert record["starts"] == 7 and record["nominal_nll"] > record["nll"] + 10
+    # The model file's values (r = 1, K = 10) are scored and were a seventh start; the refinement is an eighth entry.
+    assert record["starts"] == 8 and record["nominal_nll"] > record["nll"] + 10
+    assert f"-> {record['nll']:.6g}" in fitted.stderr and "refinement: NLL" in fitted.stderr
     assert f"nominal values: NLL {record['nominal_nll']:.6g}" in " ".join(fitted.stdout.split())
     assert abs(record["parameters"]["r"] - 0.8) < 0.05 and abs(record["parameters"]["K"] - 100) < 5
     assert "r" in fitted.stdout and (out / "waterfall.png").stat().st_size > 5000

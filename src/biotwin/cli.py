@@ -386,11 +386,13 @@ Output = Annotated[Path | None, typer.Option("--output", "-o", help="Folder for 
 Starts = Annotated[int, typer.Option(help="Multi-start: local fits from this many points spread over the bounds.")]
 Seed = Annotated[int, typer.Option(help="Seed of the start points and of the sampler.")]
 Processes = Annotated[int, typer.Option(help="Worker processes for the starts (each compiles the model once).")]
+Refine = Annotated[bool, typer.Option("--refine", help="After the starts, kick each parameter of the best fit to its bounds and re-optimise, in rounds, while that gains (biotwin.refine).")]
 FromNominal = Annotated[bool, typer.Option("--from-nominal", help="Also start from the nominal values (the PEtab parameter table's or the model file's), first.")]
 
 
 def _calibrated(target: Path, data: Path | None, noise: str, output: Path | None, starts: int, seed: int,
-                processes: int, reuse: bool, from_nominal: bool = False) -> tuple[Any, Any, Any, Path | None]:
+                processes: int, reuse: bool, from_nominal: bool = False,
+                refine: bool = False) -> tuple[Any, Any, Any, Path | None]:
     """The problem, its objective, its best point (from fit.json when ``reuse`` and present, else a multi-start fit) and the output folder."""
     from biotwin.fit import multistart
     from biotwin.io.results import load_best_fit, save_fit
@@ -417,6 +419,14 @@ def _calibrated(target: Path, data: Path | None, noise: str, output: Path | None
         calibration = multistart(objective, starts=starts, seed=seed, processes=processes,
                                  rebuild=problem.objective if processes > 1 else None, progress=progress,
                                  from_nominal=from_nominal)
+    if refine:
+        from biotwin.refine import refine as kicked
+
+        before = calibration.best_nll
+        with rich_progress(errors, "refining the best fit") as progress:
+            calibration = kicked(objective, calibration, progress=progress)
+        entry = max(calibration.starts, key=lambda s: s.index)
+        errors.print(f"refinement: NLL {before:.6g} -> {entry.nll:.6g} ({entry.evaluations} evaluations, {entry.seconds:.1f} s)")
     table = Table(title=f"{problem.name}: maximum-likelihood fit",
                   caption=f"best NLL {calibration.best_nll:.6g}; {calibration.converged} of {len(calibration.starts)} "
                           f"starts reached it; nominal values: NLL {calibration.nominal_nll:.6g}; "
@@ -438,7 +448,8 @@ def _calibrated(target: Path, data: Path | None, noise: str, output: Path | None
 @app.command()
 @user_errors
 def fit(target: Target, data: DataFile = None, noise: Noise = "normal", starts: Starts = 20, seed: Seed = 0,
-        processes: Processes = 1, output: Output = None, from_nominal: FromNominal = False) -> None:
+        processes: Processes = 1, output: Output = None, from_nominal: FromNominal = False,
+        refine: Refine = False) -> None:
     """Calibrate a model on whole trajectories by multi-start maximum likelihood.
 
     Works on a PEtab problem (its own observables, noise and parameter table; the NLL is PEtab's,
@@ -446,7 +457,8 @@ def fit(target: Target, data: DataFile = None, noise: Noise = "normal", starts: 
     Prints the best parameters and how many starts reached them; writes fit.json and the
     waterfall plot. Warns when the nominal parameter values fit better than every start.
     """
-    _calibrated(target, data, noise, output, starts, seed, processes, reuse=False, from_nominal=from_nominal)
+    _calibrated(target, data, noise, output, starts, seed, processes, reuse=False, from_nominal=from_nominal,
+                refine=refine)
 
 
 @app.command()
