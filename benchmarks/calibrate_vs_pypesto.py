@@ -92,12 +92,17 @@ def expected_time_to_target(nll: list[float], finished: list[float], compile_sec
 
         E[T] = compile + sum_{i not in B} d_i / (|B| + 1) + mean_{i in B} d_i.
     """
-    durations = [end - begin for begin, end in zip([compile_seconds, *finished[:-1]], finished)]
+    durations = seconds_each(finished, compile_seconds)
     reached = [d for v, d in zip(nll, durations) if math.isfinite(v) and v <= target + SAME_OPTIMUM]
     if not reached:
         return math.inf
     others = sum(durations) - sum(reached)
     return compile_seconds + others / (len(reached) + 1) + sum(reached) / len(reached)
+
+
+def seconds_each(finished: list[float], compile_seconds: float) -> list[float]:
+    """Each start's own duration in a sequential run: its finishing clock minus the one before."""
+    return [end - begin for begin, end in zip([compile_seconds, *finished[:-1]], finished)]
 
 
 def began(run: dict) -> list[bool]:
@@ -107,11 +112,10 @@ def began(run: dict) -> list[bool]:
 
 def only(run: dict, keep: list[bool]) -> dict:
     """The run as if only the starts in ``keep`` had run, one after another after the compilation."""
-    finished, clock = [], run["compile"]
-    for begin, end, kept in zip([run["compile"], *run["finished"][:-1]], run["finished"], keep):
-        if kept:
-            clock += end - begin
-            finished.append(clock)
+    from itertools import accumulate
+
+    durations = [d for d, kept in zip(seconds_each(run["finished"], run["compile"]), keep) if kept]
+    finished = list(accumulate(durations, initial=run["compile"]))[1:]
     return {**run, "nll": [v for v, kept in zip(run["nll"], keep) if kept], "finished": finished}
 
 

@@ -640,9 +640,13 @@ def multistart(
                 break
             results.append(_local(engine, x0, max_evaluations, k, began, deadline))
             report(k + 1, total, _so_far(results))
-    ordered = tuple(sorted(results, key=lambda s: (not math.isfinite(s.nll), s.nll, s.index)))
-    return Calibration(tuple(objective.names), tuple(objective.scales), ordered, time.perf_counter() - began,
+    return Calibration(tuple(objective.names), tuple(objective.scales), best_first(results), time.perf_counter() - began,
                        compile_seconds, nominal_nll)
+
+
+def best_first(starts: Any) -> tuple[Start, ...]:
+    """Starts sorted as a :class:`Calibration` keeps them: by NLL, failed ones last, ties by index."""
+    return tuple(sorted(starts, key=lambda s: (not math.isfinite(s.nll), s.nll, s.index)))
 
 
 def _so_far(results: list[Start]) -> str:

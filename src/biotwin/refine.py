@@ -10,12 +10,12 @@ the best of these when it beats the current optimum by more than
 :data:`~biotwin.fit.SAME_OPTIMUM`. It stops after a round that gains nothing, or after
 ``max_rounds``. This is iterated local search (basin hopping) with the kicks along the axes.
 
-Measured (ad-hoc scripts, from the best of the 20 Sobol starts of
-``benchmarks/calibrate_vs_pypesto.py``): Crauste_CellSystems2017 255.3208 -> 190.9709 in the
-first round (18 s; pyPESTO + AMICI's best from the same starts is 256.77), 190.9659 after four;
-Boehm_JProteomeRes2014 147.5440 -> 145.7594 -> 138.22198, below the nominal NLL, in two rounds
-(32 s with kicks also to +-1.5 on the optimisation scale), which 100 Sobol starts reach 4 times.
-A round costs 2n local optimisations for n estimated parameters.
+Measured from the best of the 20 Sobol starts of ``benchmarks/calibrate_vs_pypesto.py``
+(``benchmarks/multistart_nominal.py --starts 20 --refine``): Boehm_JProteomeRes2014 147.5440 ->
+138.2220, 1.5e-5 below the nominal NLL, which 100 Sobol starts reach 4 times (31.6 s);
+Crauste_CellSystems2017 255.3208 -> 190.9659, 0.0019 above it (67.4 s; pyPESTO + AMICI's best
+from the same starts is 256.77); Elowitz_Nature2000 gains only 0.003; Perelson_Science1996 stays
+at its best (1.1 s). A round costs 2n local optimisations for n estimated parameters.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from biotwin.fit import SAME_OPTIMUM, Calibration, Start
+from biotwin.fit import SAME_OPTIMUM, Calibration, Start, best_first
 
 #: Evaluations for the re-optimisation after each kick (the winner then gets the full budget).
 KICK_EVALUATIONS = 200
@@ -74,5 +74,5 @@ def refine(objective: Any, calibration: Calibration, *, max_rounds: int = MAX_RO
     seconds = time.perf_counter() - began
     entry = Start(origin, np.asarray(x, float), float(value), engine.evaluations - before, seconds,
                   len(calibration.starts), calibration.seconds + seconds)
-    ordered = tuple(sorted((*calibration.starts, entry), key=lambda s: (not math.isfinite(s.nll), s.nll, s.index)))
-    return dataclasses.replace(calibration, starts=ordered, seconds=calibration.seconds + seconds)
+    return dataclasses.replace(calibration, starts=best_first((*calibration.starts, entry)),
+                               seconds=calibration.seconds + seconds)
