@@ -9,7 +9,7 @@ import pytest
 
 from biotwin.data import Dataset
 from biotwin.errors import ModelError
-from biotwin.fit import CONVERGED_WITHIN, multistart, start_points
+from biotwin.fit import ABANDON_MARGIN, ABANDON_WINDOW, CONVERGED_WITHIN, cannot_catch_up, multistart, start_points
 from biotwin.likelihood import dataset_objective
 from biotwin.model import Model
 from biotwin.simulate import simulate
@@ -141,3 +141,52 @@ def test_kicks_to_the_bounds_lead_a_stuck_fit_to_the_optimum_and_leave_an_optimu
     kept = refine(objective, optimum, max_rounds=1)
     again = max(kept.starts, key=lambda s: s.index)
     assert np.array_equal(again.x0, optimum.best_x) and again.nll == pytest.approx(optimum.best_nll, abs=1e-6)
+
+
+def test_profile_walks_lead_a_stuck_fit_to_the_optimum_and_leave_an_optimum_alone(calibrated):
+    from biotwin.refine import refine
+
+    objective, optimum = calibrated
+    stuck = multistart(objective, starts=1, seed=3, max_evaluations=1)
+    labels = []
+    refined = refine(objective, stuck, kicks=False, progress=lambda *call: labels.append(call[2]))
+    entry = max(refined.starts, key=lambda s: s.index)
+    assert refined.best_nll == pytest.approx(optimum.best_nll, abs=1e-4) and refined.starts[0] is entry
+    # The walk's point holds one parameter on its profile, off both bounds: not a kick.
+    inside = (entry.x0 > objective.lower) & (entry.x0 < objective.upper)
+    assert inside.all() and not np.array_equal(entry.x0, stuck.best_x)
+    assert labels and all(", profiles: best NLL" in label for label in labels), labels
+    kept = refine(objective, optimum, kicks=False)
+    again = max(kept.starts, key=lambda s: s.index)
+    assert np.array_equal(again.x0, optimum.best_x) and again.nll == pytest.approx(optimum.best_nll, abs=1e-6)
+
+
+def test_the_rule_abandons_a_start_far_above_the_best_that_its_recent_rate_cannot_bring_there():
+    slow = list(np.linspace(100.0, 90.0, 61))  # 1/6 per evaluation: 157 more over the remaining 939
+    assert not cannot_catch_up(slow, best_known=50.0, max_evaluations=1000)
+    assert cannot_catch_up(slow, best_known=50.0, max_evaluations=200)  # only 23 more within 200
+    crawling = [100.0] * 10 + list(np.linspace(95.0, 94.9, 51))  # 0.1 over the last 50
+    assert cannot_catch_up(crawling, best_known=50.0, max_evaluations=1000)
+    assert not cannot_catch_up(crawling, best_known=93.0, max_evaluations=1000)  # within the 1.92 margin
+    assert not cannot_catch_up(crawling[:ABANDON_WINDOW], best_known=50.0, max_evaluations=1000)  # too early
+    assert not cannot_catch_up(crawling, best_known=np.inf, max_evaluations=1000)  # nothing finished yet
+    failing = [np.inf] * 61
+    assert not cannot_catch_up(failing, best_known=50.0, max_evaluations=1000)
+
+
+@pytest.mark.filterwarnings("ignore:The 'float_precision' argument is deprecated")
+@pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.set_index is deprecated")
+def test_a_start_that_cannot_catch_up_with_the_best_is_abandoned_and_would_have_ended_worse(shared_data):
+    from biotwin.io.petab import load_petab
+
+    name = "Crauste_CellSystems2017"
+    objective = load_petab(shared_data / "petab" / name / f"{name}.yaml").objective(method="rodas5")
+    fit = multistart(objective, starts=8, seed=0)
+    abandoned = sorted((s for s in fit.starts if s.abandoned), key=lambda s: s.index)
+    assert abandoned and fit.abandoned == len(abandoned), fit.waterfall
+    assert all(s.nll > fit.best_nll + ABANDON_MARGIN and ABANDON_WINDOW < s.evaluations < 1000 for s in abandoned)
+    # Run to their end, the abandoned starts cost more and none reaches the best.
+    to_the_end = multistart(objective, starts=np.array([s.x0 for s in abandoned]), abandon=False)
+    assert to_the_end.abandoned == 0
+    assert min(s.nll for s in to_the_end.starts) > fit.best_nll + CONVERGED_WITHIN
+    assert sum(s.evaluations for s in to_the_end.starts) > sum(s.evaluations for s in abandoned)

@@ -386,13 +386,14 @@ Output = Annotated[Path | None, typer.Option("--output", "-o", help="Folder for 
 Starts = Annotated[int, typer.Option(help="Multi-start: local fits from this many points spread over the bounds.")]
 Seed = Annotated[int, typer.Option(help="Seed of the start points and of the sampler.")]
 Processes = Annotated[int, typer.Option(help="Worker processes for the starts (each compiles the model once).")]
-Refine = Annotated[bool, typer.Option("--refine", help="After the starts, kick each parameter of the best fit to its bounds and re-optimise, in rounds, while that gains (biotwin.refine).")]
+Refine = Annotated[bool, typer.Option("--refine", help="After the starts, kick each parameter of the best fit to its bounds and re-optimise, then walk its profiles, in rounds, while that gains (biotwin.refine).")]
+Abandon = Annotated[bool, typer.Option("--abandon/--no-abandon", help="Stop a start that, at its recent rate of progress, cannot reach the best NLL already found within its evaluation budget.")]
 FromNominal = Annotated[bool, typer.Option("--from-nominal", help="Also start from the nominal values (the PEtab parameter table's or the model file's), first.")]
 
 
 def _calibrated(target: Path, data: Path | None, noise: str, output: Path | None, starts: int, seed: int,
                 processes: int, reuse: bool, from_nominal: bool = False,
-                refine: bool = False) -> tuple[Any, Any, Any, Path | None]:
+                refine: bool = False, abandon: bool = True) -> tuple[Any, Any, Any, Path | None]:
     """The problem, its objective, its best point (from fit.json when ``reuse`` and present, else a multi-start fit) and the output folder."""
     from biotwin.fit import multistart
     from biotwin.io.results import load_best_fit, save_fit
@@ -418,7 +419,7 @@ def _calibrated(target: Path, data: Path | None, noise: str, output: Path | None
     with rich_progress(errors, f"multi-start fit ({starts} starts)") as progress:
         calibration = multistart(objective, starts=starts, seed=seed, processes=processes,
                                  rebuild=problem.objective if processes > 1 else None, progress=progress,
-                                 from_nominal=from_nominal)
+                                 from_nominal=from_nominal, abandon=abandon)
     if refine:
         from biotwin.refine import refine as kicked
 
@@ -429,7 +430,7 @@ def _calibrated(target: Path, data: Path | None, noise: str, output: Path | None
         errors.print(f"refinement: NLL {before:.6g} -> {entry.nll:.6g} ({entry.evaluations} evaluations, {entry.seconds:.1f} s)")
     table = Table(title=f"{problem.name}: maximum-likelihood fit",
                   caption=f"best NLL {calibration.best_nll:.6g}; {calibration.converged} of {len(calibration.starts)} "
-                          f"starts reached it; nominal values: NLL {calibration.nominal_nll:.6g}; "
+                          f"starts reached it{_abandoned(calibration)}; nominal values: NLL {calibration.nominal_nll:.6g}; "
                           f"{calibration.seconds:.1f} s ({calibration.compile_seconds:.1f} s compiling)")
     for column in ("parameter", "scale", "value"):
         table.add_column(column, justify="left" if column != "value" else "right")
@@ -445,11 +446,17 @@ def _calibrated(target: Path, data: Path | None, noise: str, output: Path | None
     return problem, objective, calibration.best_x, folder
 
 
+def _abandoned(calibration: Any) -> str:
+    """The fit table's note of the starts abandoned, if any."""
+    count = calibration.abandoned
+    return f" ({count} abandoned: they could not catch up)" if count else ""
+
+
 @app.command()
 @user_errors
 def fit(target: Target, data: DataFile = None, noise: Noise = "normal", starts: Starts = 20, seed: Seed = 0,
         processes: Processes = 1, output: Output = None, from_nominal: FromNominal = False,
-        refine: Refine = False) -> None:
+        refine: Refine = False, abandon: Abandon = True) -> None:
     """Calibrate a model on whole trajectories by multi-start maximum likelihood.
 
     Works on a PEtab problem (its own observables, noise and parameter table; the NLL is PEtab's,
@@ -458,7 +465,7 @@ def fit(target: Target, data: DataFile = None, noise: Noise = "normal", starts: 
     waterfall plot. Warns when the nominal parameter values fit better than every start.
     """
     _calibrated(target, data, noise, output, starts, seed, processes, reuse=False, from_nominal=from_nominal,
-                refine=refine)
+                refine=refine, abandon=abandon)
 
 
 @app.command()

@@ -63,6 +63,7 @@ import logging
 import math
 import weakref
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -78,6 +79,10 @@ GRADIENT_TOLERANCE = 1e-6
 #: Trial points are checked by J alone while this many of the last CHECK_WINDOW failed (see the module).
 CHECK_WHEN_FAILED = 3
 CHECK_WINDOW = 16
+
+
+class _Stopped(Exception):
+    """Raised inside fides' loop when the caller's ``stop`` asks :meth:`Minimiser.minimise` to end."""
 
 
 def _silent(record: logging.LogRecord) -> bool:
@@ -215,12 +220,15 @@ class Minimiser:
         return 0.5 * (h + h.T)
 
     def minimise(self, free: np.ndarray, x: np.ndarray, max_evaluations: int,
-                 max_seconds: float = math.inf) -> tuple[np.ndarray, float]:
+                 max_seconds: float = math.inf,
+                 stop: Callable[[list[float]], bool] | None = None) -> tuple[np.ndarray, float]:
         """min J over the entries ``free`` of x (the others held), from x; the point and J there.
 
         At most ``max_evaluations`` evaluations (each J, g and H at one trial point) and about
         ``max_seconds``. A start where J is not finite returns at once with +inf, so the caller
-        can shorten a step or count a failed start.
+        can shorten a step or count a failed start. ``stop``, when given, is asked after every
+        evaluation with the best J so far after each evaluation (one entry per evaluation, +inf
+        until one succeeds); when it answers True the search ends at its best point so far.
         """
         import fides
 
@@ -234,6 +242,8 @@ class Minimiser:
         if not math.isfinite(first[0]):
             return start, math.inf
         cache = {start[free].tobytes(): first}
+        best = [first[0], start[free].copy()]  # J and the free entries at the best point so far
+        history: list[float] = []  # the best J after each evaluation, for ``stop``
 
         def full(q: np.ndarray) -> np.ndarray:
             y = start.copy()
@@ -243,6 +253,11 @@ class Minimiser:
         def fun(q: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
             y = full(q)
             value, gradient, hessian = cache.pop(q.tobytes(), None) or self._trial(y)
+            if value < best[0]:
+                best[:] = [value, np.array(q, dtype=float)]
+            history.append(best[0])
+            if stop is not None and stop(history):
+                raise _Stopped
             if not math.isfinite(value):  # fides rejects the step and shrinks the trust region
                 value = math.nan
             if not self.least_squares:
@@ -258,6 +273,8 @@ class Minimiser:
         )
         try:
             optimiser.minimize(start[free])
+        except _Stopped:
+            return full(best[1]), float(best[0])
         except (RuntimeError, ValueError, np.linalg.LinAlgError):
             pass  # a breakdown (e.g. a non-finite trust-region model) ends the start at its best point
         if optimiser.x_min is None or not math.isfinite(optimiser.fval_min):

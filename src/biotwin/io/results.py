@@ -41,7 +41,9 @@ def save_fit(folder: str | Path, problem: Any, calibration: Any) -> Path:
         "nominal_nll": _numbers([calibration.nominal_nll])[0],
         "starts": len(calibration.starts),
         "converged": calibration.converged,
+        "abandoned": calibration.abandoned,
         "waterfall": _numbers(calibration.waterfall),
+        "waterfall_abandoned": [bool(s.abandoned) for s in calibration.starts],
         "seconds": calibration.seconds,
         "compile_seconds": calibration.compile_seconds,
     }

@@ -132,8 +132,8 @@ def plot_waterfall(calibration, path: str | Path, *, title: str | None = None) -
     """The waterfall of a multi-start fit: each start's final NLL, best first, minus the best.
 
     Flat steps are local optima reached by several starts; the first step's width is the number
-    of starts that converged to the best fit. Failed starts (infinite NLL) are marked at the top.
-    The NLL of the nominal parameter values is a dotted line, or, where they fit better than every
+    of starts that converged to the best fit. Failed starts (infinite NLL) are marked at the top,
+    abandoned ones (stopped where they could not catch up with the best) ringed. The NLL of the nominal parameter values is a dotted line, or, where they fit better than every
     start, a note of by how much.
     """
     plt = pyplot()
@@ -143,6 +143,10 @@ def plot_waterfall(calibration, path: str | Path, *, title: str | None = None) -
     ranks = np.arange(1, values.size + 1)
     shown = np.where(finite, values, np.nan) + 1e-3  # a log axis: 1e-3 marks "at the best"
     axis.semilogy(ranks, shown, "o-", markersize=4)
+    abandoned = np.array([s.abandoned for s in calibration.starts], dtype=bool)
+    if abandoned.any():
+        axis.plot(ranks[abandoned], shown[abandoned], "o", markersize=9, markerfacecolor="none", color="C1",
+                  label="abandoned (could not catch up)")
     if not finite.all():
         top = np.nanmax(shown) * 3 if finite.any() else 1.0
         axis.plot(ranks[~finite], np.full((~finite).sum(), top), "x", color="C3", label="failed")
