@@ -37,6 +37,8 @@ def test_fit_profile_infer_write_their_results_and_reuse_the_fit(tmp_path: Path)
     assert record["names"] == ["r", "K", "sigma_x"] and record["converged"] >= 3
     # The model file's values (r = 1, K = 10) are scored and were a seventh start; the refinement is an eighth entry.
     assert record["starts"] == 8 and record["nominal_nll"] > record["nll"] + 10
+    # Logistic starts converge within a few dozen evaluations: too soon for any to be abandoned.
+    assert record["abandoned"] == 0 and record["waterfall_abandoned"] == [False] * 8
     assert f"-> {record['nll']:.6g}" in fitted.stderr and "refinement: NLL" in fitted.stderr
     assert f"nominal values: NLL {record['nominal_nll']:.6g}" in " ".join(fitted.stdout.split())
     assert abs(record["parameters"]["r"] - 0.8) < 0.05 and abs(record["parameters"]["K"] - 100) < 5

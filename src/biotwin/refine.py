@@ -6,21 +6,22 @@ close to. :func:`refine` tries two kinds of move from the current optimum x*, in
 * **Kicks to the bounds.** The better optimum often has a parameter at one of its bounds: a
   rate that the data want at zero or at its largest, which points drawn inside the box rarely
   reach. Every estimated parameter in turn is moved to its lower and then its upper bound (the
-  others held at x*), all parameters are re-optimised from there with at most
-  :data:`KICK_EVALUATIONS` evaluations, and the best result, when it beats x* by more than
-  :data:`~biotwin.fit.SAME_OPTIMUM`, is polished with the full budget and becomes x*. A round
-  costs 2n local optimisations for n estimated parameters.
-* **Profile walks**, once a round of kicks gains nothing. In a flat valley of near-equivalent
-  parameters two basins can lie a few hundredths of a likelihood unit apart, separated by a
-  rise that a local optimiser does not climb, and along a line between them the model may not
-  even be solvable. The profile likelihood PL_k(x_k) = min over the others of J walks such a
-  valley, one parameter at a time (:func:`biotwin.identify.profile`, out to the 95 % threshold
-  on each side). A profile point below J(x*) by more than SAME_OPTIMUM ends the walk: all
-  parameters are re-optimised from it with the full budget, and the next round starts with
-  kicks again.
+  others held at x*), and all parameters are re-optimised from there with at most
+  :data:`KICK_EVALUATIONS` evaluations. A round costs 2n local optimisations for n estimated
+  parameters.
+* **Profile walks**, when no kick gains more than :data:`~biotwin.fit.SAME_OPTIMUM`. In a flat
+  valley of near-equivalent parameters two basins can lie a few hundredths of a likelihood
+  unit apart, separated by a rise that a local optimiser does not climb, and along a line
+  between them the model may not even be solvable. The profile likelihood PL_k(x_k) = min over
+  the others of J walks such a valley, one parameter at a time (:func:`biotwin.identify.profile`,
+  out to the 95 % threshold on each side or :data:`WALK_POINTS` points, each re-optimised with
+  at most :data:`WALK_EVALUATIONS` evaluations), until one finds a point more than
+  SAME_OPTIMUM below J(x*).
 
-It stops when neither move gains, or after ``max_rounds`` rounds. This is iterated local search
-(basin hopping) with its moves along the parameter axes.
+The lowest point a round's moves reached is polished with the full budget and becomes x*. A
+round that gained more than SAME_OPTIMUM is followed by another; a smaller gain is kept and
+ends the refinement, as does a round without gain or ``max_rounds`` rounds. This is iterated
+local search (basin hopping) with its moves along the parameter axes.
 
 Measured from the best of the 20 Sobol starts of ``benchmarks/calibrate_vs_pypesto.py``
 (``benchmarks/multistart_nominal.py --starts 20 --refine``), kicks only: Boehm_JProteomeRes2014
@@ -45,6 +46,10 @@ from biotwin.fit import SAME_OPTIMUM, Calibration, Start, best_first
 KICK_EVALUATIONS = 200
 #: Rounds of moves at most.
 MAX_ROUNDS = 6
+#: Points per side of each profile walk, and evaluations per point: a walk looks for a lower
+#: basin near the optimum, not for the interval's ends, which ``biotwin profile`` traces in full.
+WALK_POINTS = 12
+WALK_EVALUATIONS = 100
 
 
 def refine(objective: Any, calibration: Calibration, *, max_rounds: int = MAX_ROUNDS,
@@ -71,17 +76,22 @@ def refine(objective: Any, calibration: Calibration, *, max_rounds: int = MAX_RO
     origin = x.copy()
     for round_ in range(max_rounds):
         label = f"round {round_ + 1}"
-        moved = None
+        found: _Move | None = None
         if kicks:
-            moved = _best_kick(engine, x, value, kick_evaluations, lambda done, total, best: report(
+            found = _best_kick(engine, x, value, kick_evaluations, lambda done, total, best: report(
                 done, total, f"{label}, kicks: best NLL {best:.6g}"))
-        if moved is None and profiles:
-            moved = _first_better_profile_point(objective, x, value, lambda done, total, best: report(
+        if profiles and (found is None or found.reached >= value - SAME_OPTIMUM):
+            walked = _profile_walks(objective, x, value, lambda done, total, best: report(
                 done, total, f"{label}, profiles: best NLL {best:.6g}"))
-        if moved is None:
+            if walked is not None and (found is None or walked.reached < found.reached):
+                found = walked
+        if found is None:
             break
-        origin, reached = moved
-        x, value = engine.minimise(free, reached, max_evaluations)
+        gain = value - found.reached
+        origin = found.origin
+        x, value = engine.minimise(free, found.point, max_evaluations)
+        if gain <= SAME_OPTIMUM:
+            break  # a gain within the same optimum: kept, but no reason for another round
     seconds = time.perf_counter() - began
     entry = Start(origin, np.asarray(x, float), float(value), engine.evaluations - before, seconds,
                   len(calibration.starts), calibration.seconds + seconds)
@@ -89,37 +99,49 @@ def refine(objective: Any, calibration: Calibration, *, max_rounds: int = MAX_RO
                                seconds=calibration.seconds + seconds)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Move:
+    """A move that lowered J: where it began (``origin``), the point it reached and J there."""
+
+    origin: np.ndarray
+    point: np.ndarray
+    reached: float
+
+
 def _best_kick(engine: Any, x: np.ndarray, value: float, kick_evaluations: int,
-               report: Callable[[int, int, float], None]) -> tuple[np.ndarray, np.ndarray] | None:
-    """The kicked point and the point re-optimised from it, of the kick (one parameter moved to a
-    bound) that gains most, if it beats ``value`` by more than SAME_OPTIMUM; else None."""
+               report: Callable[[int, int, float], None]) -> _Move | None:
+    """The kick (one parameter moved to a bound, all re-optimised) that lowers J below ``value``
+    most; None when none lowers it."""
     free = np.arange(x.size)
     kicks = [(k, bound) for k in range(x.size) for bound in (engine.lower[k], engine.upper[k])
              if math.isfinite(bound)]
-    best_value, best = value, None
+    best: _Move | None = None
     for done, (k, bound) in enumerate(kicks, start=1):
         if bound != x[k]:
             kicked = x.copy()
             kicked[k] = bound
             point, reached = engine.minimise(free, kicked, kick_evaluations)
-            if reached < best_value:
-                best_value, best = reached, (kicked, point)
-        report(done, len(kicks), min(value, best_value))
-    return best if best is not None and best_value < value - SAME_OPTIMUM else None
+            if reached < (value if best is None else best.reached):
+                best = _Move(kicked, point, reached)
+        report(done, len(kicks), value if best is None else best.reached)
+    return best
 
 
-def _first_better_profile_point(objective: Any, x: np.ndarray, value: float,
-                                report: Callable[[int, int, float], None]) -> tuple[np.ndarray, np.ndarray] | None:
-    """The best point of the first profile that finds one below ``value`` by more than SAME_OPTIMUM
-    (twice: it is where the gain began and where the polish starts); else None."""
-    from biotwin.identify import profile, threshold
+def _profile_walks(objective: Any, x: np.ndarray, value: float,
+                   report: Callable[[int, int, float], None]) -> _Move | None:
+    """The lowest profile point below ``value``, walking one parameter's profile after another
+    and stopping at the first that gains more than SAME_OPTIMUM; None when none lies below."""
+    from biotwin.identify import profile
 
-    # Profiles flag a better point when it lies below J(x*) by more than flat_tolerance * Delta.
-    flat_tolerance = SAME_OPTIMUM / threshold(0.95)
+    best: _Move | None = None
     for done, name in enumerate(objective.names, start=1):
-        walked = profile(objective, x, parameters=[name], flat_tolerance=flat_tolerance)
-        report(done, len(objective.names), value if walked.better_nll is None else walked.better_nll)
-        if walked.improved and walked.better_nll < value - SAME_OPTIMUM:
+        # flat_tolerance 0: the profiles report any point below J(x*) as a better one.
+        walked = profile(objective, x, parameters=[name], flat_tolerance=0.0, max_points=WALK_POINTS,
+                         max_evaluations=WALK_EVALUATIONS)
+        if walked.improved and walked.better_nll < (value if best is None else best.reached):
             point = np.array(walked.better_x, dtype=float)
-            return point, point
-    return None
+            best = _Move(point, point, float(walked.better_nll))
+        report(done, len(objective.names), value if best is None else best.reached)
+        if best is not None and best.reached < value - SAME_OPTIMUM:
+            break
+    return best
