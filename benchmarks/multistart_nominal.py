@@ -11,7 +11,7 @@ tolerance is 1e-6) and the index of the first one, and the time.
 
     .venv/bin/python benchmarks/multistart_nominal.py                          # 4 problems, 100 starts
     .venv/bin/python benchmarks/multistart_nominal.py --problems Boehm_JProteomeRes2014 --starts 50
-    .venv/bin/python benchmarks/multistart_nominal.py --starts 20 --refine      # then kicks (biotwin.refine)
+    .venv/bin/python benchmarks/multistart_nominal.py --starts 20 --refine      # then kicks and profile walks (biotwin.refine)
 
 Starts run one after another in this process; ``--time-limit`` seconds per problem (default
 900) stops starting new ones, and the table says how many ran.
@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--problems", nargs="+", default=PETAB_PROBLEMS, choices=PETAB_PROBLEMS, metavar="NAME")
     parser.add_argument("--time-limit", type=float, default=900.0, help="seconds per problem (default 900)")
     parser.add_argument("--refine", action="store_true",
-                        help="after the starts, refine the best fit by kicks to the bounds (biotwin.refine)")
+                        help="after the starts, refine the best fit by kicks to the bounds and profile walks (biotwin.refine)")
     args = parser.parse_args()
 
     from rich.table import Table
@@ -79,7 +79,7 @@ def main() -> None:
                       f"{row['refine_seconds']:.1f}", f"{row['seconds']:.1f}")
     console.print(table)
     console.print(f"Reached: NLL within {REACHED_WITHIN} of the nominal NLL. Times include compilation. Refined: "
-                  "the best start after rounds of kicks to the bounds (--refine; nan without).")
+                  "the best start after rounds of kicks to the bounds and profile walks (--refine; nan without).")
 
 
 if __name__ == "__main__":

@@ -589,15 +589,16 @@ class Calibration:
         Then no start reached the nominal point's basin, which may be narrow or shallow (on
         Crauste_CellSystems2017, 100 Sobol starts end 0.002 above the nominal NLL, and along
         mu_P's profile from there the NLL rises by only 0.014 before it falls to the nominal
-        one). More starts, a start at the nominal values, or a profile
-        (:func:`biotwin.identify.profile`) reach it.
+        one). More starts, a start at the nominal values, or a refinement of the best fit by
+        kicks and profile walks (:func:`biotwin.refine.refine`) reach it.
         """
         if not (math.isfinite(self.nominal_nll) and self.nominal_nll < self.best_nll - SAME_OPTIMUM):
             return None
         return (f"the nominal parameter values fit better (NLL {self.nominal_nll:.6g}) than the best of "
                 f"{len(self.starts)} starts ({self.best_nll:.6g}), by {self.best_nll - self.nominal_nll:.3g} "
                 f"(a 95 % likelihood-ratio interval is 1.92 wide): no start reached that optimum's basin; "
-                f"run more starts (--starts) or also start from the nominal values (--from-nominal)")
+                f"run more starts (--starts), also start from the nominal values (--from-nominal), "
+                f"or refine the best fit (--refine)")
 
     def summary(self) -> list[dict[str, Any]]:
         """One row per estimated parameter: name, scale, best value (linear scale)."""

@@ -24,11 +24,16 @@ ends the refinement, as does a round without gain or ``max_rounds`` rounds. This
 local search (basin hopping) with its moves along the parameter axes.
 
 Measured from the best of the 20 Sobol starts of ``benchmarks/calibrate_vs_pypesto.py``
-(``benchmarks/multistart_nominal.py --starts 20 --refine``), kicks only: Boehm_JProteomeRes2014
-147.5440 -> 138.2220, 1.5e-5 below the nominal NLL, which 100 Sobol starts reach 4 times (31.6 s);
-Crauste_CellSystems2017 255.3208 -> 190.9659, 0.0019 above it (67.4 s; pyPESTO + AMICI's best
-from the same starts is 256.77); Elowitz_Nature2000 gains only 0.003; Perelson_Science1996 stays
-at its best (1.1 s).
+(``benchmarks/multistart_nominal.py --starts 20 --refine``; 2 cores): Boehm_JProteomeRes2014
+147.5440 -> 138.2220, 1.8e-5 below the nominal NLL, which 100 Sobol starts reach 4 times
+(32.3 s); Crauste_CellSystems2017 255.7526 -> 190.9643, 3.1e-4 above it (120.9 s: a first
+round of kicks gains 64.8, three more 0.002 to 0.0007 each, and the profile walks find nothing
+lower; kicks alone, without the small gains kept, ended 0.0019 above it); Elowitz_Nature2000
+-60.0861 -> -65.4931, 2.29 below its nominal NLL, found by the second round of kicks (200 s),
+after which a round of kicks and one of profile walks that gain nothing take 426 s more;
+Perelson_Science1996 stays at
+its best, 222.2808 (1.5 s). pyPESTO + AMICI's best from the same starts: 147.5440, 255.8446,
+-59.7689 and 222.2808.
 """
 
 from __future__ import annotations
