@@ -89,7 +89,7 @@ def max_relative_error(values: Any, reference: Any) -> float:
 
 
 #: The solver the calibration benchmarks fit with unless told otherwise: a stiff one for every start,
-#: as AMICI's CVODES BDF, and the one biotwin's calibration objectives choose for a stiff problem.
+#: as AMICI's CVODES BDF, and the default of biotwin's PEtab objectives.
 CALIBRATION_METHOD = "rodas5"
 
 

@@ -67,7 +67,14 @@ from biotwin.likelihood import (
 )
 from biotwin.model import TIME, Model
 from biotwin.objective import TRANSFORMS, Measurements, Objective, from_scale, to_scale
-from biotwin.simulate import Plan, finite_tangents, implicit_solver, make_plan, step_controller
+from biotwin.simulate import (
+    SENSITIVITY_STIFF_METHOD,
+    Plan,
+    finite_tangents,
+    implicit_solver,
+    make_plan,
+    step_controller,
+)
 
 #: Solver steps per experiment before a solve counts as failed: AMICI's default. A multi-start
 #: visits parameters where the model is very stiff; 100,000 steps made such failures cost 2-10 s.
@@ -94,13 +101,21 @@ class PetabProblem:
         return self.sbml.model
 
     def objective(
-        self, *, method: str = "auto", rtol: float = 1e-8, atol: float = 1e-10, max_steps: int = PETAB_MAX_STEPS,
+        self, *, method: str = SENSITIVITY_STIFF_METHOD, rtol: float = 1e-8, atol: float = 1e-10,
+        max_steps: int = PETAB_MAX_STEPS,
     ) -> Objective:
         """The problem's negative log-likelihood over its estimated parameters (see the module docstring).
 
-        ``method`` is the ODE solver (``"auto"``: Rodas5 when the model is stiff at the nominal
-        parameters, else explicit Runge-Kutta), ``rtol``/``atol`` its tolerances. The objective is
-        compiled once; ``log_prior`` is set when the parameter table has objective priors.
+        ``method`` is the ODE solver, ``rtol``/``atol`` its tolerances. The default is the stiff
+        Rosenbrock method Rodas5 for every parameter vector, as AMICI's CVODES BDF: a multi-start
+        visits parameters far from the nominal ones, where the system may be stiff although it is
+        not there. (``"auto"`` chooses at the nominal parameters: Rodas5 when the model is stiff
+        there, else explicit Runge-Kutta. On Crauste_CellSystems2017, which is not stiff at its
+        nominal parameters, ``"auto"``'s Dopri8 took 149 s for 12 Sobol starts and reached 275.81;
+        Rodas5 takes 14 s for 20 and reaches 255.75. On Perelson_Science1996, the other shared
+        problem not stiff there, 8 starts took 5.6 s with Dopri8 and 6.1 s with Rodas5.) The
+        objective is compiled once; ``log_prior`` is set when the parameter table has objective
+        priors.
         """
         return _Builder(self, method, rtol, atol, max_steps).objective()
 
