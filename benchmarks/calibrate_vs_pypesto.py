@@ -111,7 +111,7 @@ def seconds_each(finished: list[float], compile_seconds: float) -> list[float]:
     return [end - begin for begin, end in zip([compile_seconds, *finished[:-1]], finished)]
 
 
-def began(run: dict) -> list[bool]:
+def got_past(run: dict) -> list[bool]:
     """Whether each start got past its start point: a start whose first solve fails ends there."""
     return [e > 1 or math.isfinite(v) for v, e in zip(run["nll"], run["evaluations"])]
 
@@ -254,7 +254,7 @@ def print_tables(console: Any, rows: list[tuple[str, dict, dict]], starts: int) 
         expected_common = [expected_time_to_target(run["nll"], run["finished"], run["compile"], common) for run in runs]
         # A start whose first solve fails costs next to nothing; one the other tool solves may run
         # for a minute. The same starts without those that either tool could not get past:
-        both = [a and b for a, b in zip(began(ours), began(theirs))]
+        both = [a and b for a, b in zip(got_past(ours), got_past(theirs))]
         kept = [only(run, both) for run in runs]
         kept_best = [min(run["nll"], default=math.inf) for run in kept]
         kept_common = max(kept_best) if all(math.isfinite(b) for b in kept_best) else -math.inf

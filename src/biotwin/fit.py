@@ -22,7 +22,7 @@ of parameters, as discovery does for every candidate sparsity pattern, never rec
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -689,10 +689,7 @@ def multistart(
         nominal_nll = engine.value(np.asarray(objective.nominal, float))  # compiles J, r and J_r
         compile_seconds = time.perf_counter() - compiling
         results: list[Start] = []
-
-        def best_known() -> float:
-            return min((s.nll for s in results), default=math.inf) if abandon else math.inf
-
+        best_known = (lambda: _lowest(results)) if abandon else None
         for k, x0 in enumerate(points):
             if k > 0 and time.time() >= deadline:
                 break
@@ -707,31 +704,38 @@ def best_first(starts: Any) -> tuple[Start, ...]:
     return tuple(sorted(starts, key=lambda s: (not math.isfinite(s.nll), s.nll, s.index)))
 
 
+def _lowest(results: list[Start]) -> float:
+    """The best NLL of the finished starts (+inf before one has finished)."""
+    return min((s.nll for s in results), default=math.inf)
+
+
 def _so_far(results: list[Start]) -> str:
     """The progress label after a start: how many ran and the best NLL so far."""
-    best = min((s.nll for s in results), default=math.inf)
+    best = _lowest(results)
     return f"{len(results)} done, best NLL {best:.6g}" if math.isfinite(best) else f"{len(results)} done"
 
 
 def _local(engine: Any, x0: np.ndarray, max_evaluations: int, index: int, began: float, deadline: float,
-           best_known: Any) -> Start:
+           best_known: Callable[[], float] | None) -> Start:
     """One local optimisation from x0; ``began`` is the multi-start's clock (perf_counter) origin,
     ``deadline`` the wall-clock (time.time) instant at which it stops, ``best_known()`` the best
-    NLL of the finished starts (+inf: never abandon)."""
+    NLL of the finished starts, which the start is abandoned for when it cannot catch up with it
+    (None: never abandoned)."""
     import time
 
-    abandoned = []
+    abandoned = False
 
     def stop(history: list[float]) -> bool:
-        if cannot_catch_up(history, best_known(), max_evaluations):
-            abandoned.append(True)
-        return bool(abandoned)
+        nonlocal abandoned
+        abandoned = cannot_catch_up(history, best_known(), max_evaluations)
+        return abandoned
 
     started, before = time.perf_counter(), engine.evaluations
-    x, value = engine.minimise(np.arange(x0.size), np.asarray(x0, float), max_evaluations, deadline - time.time(), stop)
+    x, value = engine.minimise(np.arange(x0.size), np.asarray(x0, float), max_evaluations, deadline - time.time(),
+                               stop if best_known is not None else None)
     now = time.perf_counter()
     return Start(np.asarray(x0, float), np.asarray(x, float), float(value), engine.evaluations - before,
-                 now - started, index, now - began, bool(abandoned))
+                 now - started, index, now - began, abandoned)
 
 
 _WORKER: dict[str, Any] = {}
@@ -762,7 +766,7 @@ def _worker_run(x0: np.ndarray, max_evaluations: int, index: int, deadline: floa
 
     start, shared = None, _WORKER["best_known"]
     if index == 0 or time.time() < deadline:
-        known = (lambda: shared.value) if _WORKER["abandon"] else (lambda: math.inf)
+        known = (lambda: shared.value) if _WORKER["abandon"] else None
         start = _local(_WORKER["engine"], x0, max_evaluations, index, math.nan, deadline, known)
         if start.nll < shared.value:
             with shared.get_lock():

@@ -227,8 +227,8 @@ class Minimiser:
         At most ``max_evaluations`` evaluations (each J, g and H at one trial point) and about
         ``max_seconds``. A start where J is not finite returns at once with +inf, so the caller
         can shorten a step or count a failed start. ``stop``, when given, is asked after every
-        evaluation with the best J so far after each evaluation (one entry per evaluation, +inf
-        until one succeeds); when it answers True the search ends at its best point so far.
+        evaluation with the best J so far after each evaluation (one entry per evaluation); when it
+        answers True the search ends at its best point so far.
         """
         import fides
 
@@ -255,9 +255,10 @@ class Minimiser:
             value, gradient, hessian = cache.pop(q.tobytes(), None) or self._trial(y)
             if value < best[0]:
                 best[:] = [value, np.array(q, dtype=float)]
-            history.append(best[0])
-            if stop is not None and stop(history):
-                raise _Stopped
+            if stop is not None:
+                history.append(best[0])
+                if stop(history):
+                    raise _Stopped
             if not math.isfinite(value):  # fides rejects the step and shrinks the trust region
                 value = math.nan
             if not self.least_squares:

@@ -133,8 +133,9 @@ def plot_waterfall(calibration, path: str | Path, *, title: str | None = None) -
 
     Flat steps are local optima reached by several starts; the first step's width is the number
     of starts that converged to the best fit. Failed starts (infinite NLL) are marked at the top,
-    abandoned ones (stopped where they could not catch up with the best) ringed. The NLL of the nominal parameter values is a dotted line, or, where they fit better than every
-    start, a note of by how much.
+    abandoned ones (stopped where they could not catch up with the best) ringed. The NLL of the
+    nominal parameter values is a dotted line, or, where they fit better than every start, a
+    note of by how much.
     """
     plt = pyplot()
     values = calibration.waterfall - calibration.best_nll
