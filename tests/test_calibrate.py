@@ -9,7 +9,7 @@ import pytest
 
 from biotwin.data import Dataset
 from biotwin.errors import ModelError
-from biotwin.fit import ABANDON_MARGIN, ABANDON_WINDOW, CONVERGED_WITHIN, cannot_catch_up, multistart, start_points
+from biotwin.fit import ABANDON_MARGIN, ABANDON_WINDOW, CONVERGED_WITHIN, cannot_catch_up, multistart, run_order, start_points
 from biotwin.likelihood import dataset_objective
 from biotwin.model import Model
 from biotwin.simulate import simulate
@@ -63,6 +63,9 @@ def test_worker_processes_reach_the_same_optimum(calibrated):
     objective, serial = calibrated
     parallel = multistart(objective, starts=4, seed=0, processes=2, rebuild=functools.partial(logistic_objective, 0))
     assert len(parallel.starts) == 4 and parallel.compile_seconds > 0
+    # The workers screened the starts; J at each start point is the main process's.
+    for start in parallel.starts:
+        assert start.initial_nll == pytest.approx(float(objective.nll(start.x0)), rel=1e-8)
     assert parallel.best_nll == pytest.approx(serial.best_nll, abs=1e-4)
     # The workers score the nominal values as the main process does.
     assert parallel.nominal_nll == pytest.approx(serial.nominal_nll, rel=1e-10) and np.isfinite(serial.nominal_nll)
@@ -84,9 +87,36 @@ def test_starts_stop_on_a_negligible_nll_change_and_record_when_they_finished(ca
     # the evaluation budget (1000).
     assert max(s.evaluations for s in result.starts) < 100, [s.evaluations for s in result.starts]
     assert sorted(s.index for s in result.starts) == list(range(12))
-    finished = [s.finished for s in sorted(result.starts, key=lambda s: s.index)]
+    finished = sorted(s.finished for s in result.starts)
     assert np.all(np.diff(finished) > 0) and finished[-1] <= result.seconds
     assert result.compile_seconds < result.seconds_to_best <= result.seconds
+
+
+def test_screened_starts_run_lowest_initial_nll_first_without_solving_their_first_point_twice(calibrated):
+    from biotwin.optimise import minimiser
+
+    objective, screened = calibrated
+    # The order: lowest J first, unscreened (NaN) after, failed (+inf) last, ties by index; the
+    # nominal point first when asked.
+    assert run_order(np.array([3.0, np.nan, np.inf, 1.0, 3.0, -2.0])) == [5, 3, 0, 4, 1, 2]
+    assert run_order(np.array([9.0, np.inf, 1.0]), nominal_first=True) == [0, 2, 1]
+    ran = sorted(screened.starts, key=lambda s: s.finished)
+    initial = [s.initial_nll for s in ran]
+    assert np.all(np.isfinite(initial)) and initial == sorted(initial), initial
+    for start in ran:
+        assert start.initial_nll == pytest.approx(minimiser(objective).value(start.x0), rel=1e-12)
+    # Each screening evaluation is the first evaluation of its start: no solve is spent twice.
+    engine = minimiser(objective)
+    before = engine.evaluations
+    again = multistart(objective, starts=12, seed=0, abandon=False)
+    assert engine.evaluations - before == 1 + sum(s.evaluations for s in again.starts)  # 1: the nominal point
+    # The order changes when each start ends, not where: run in the given order, every start
+    # (none abandoned) ends at the same NLL.
+    given = multistart(objective, starts=12, seed=0, abandon=False, screen=False)
+    assert all(np.isnan(s.initial_nll) for s in given.starts)
+    assert [s.finished for s in sorted(given.starts, key=lambda s: s.index)] == sorted(s.finished for s in given.starts)
+    by_index = lambda fit: [s.nll for s in sorted(fit.starts, key=lambda s: s.index)]
+    np.testing.assert_allclose(by_index(again), by_index(given), rtol=1e-10)
 
 
 def test_a_start_where_the_solve_fails_ends_at_once():

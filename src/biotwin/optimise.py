@@ -125,6 +125,7 @@ class Minimiser:
         self._nll = jax.jit(nll)
         self._nll_check: Future | None = None  # J alone, compiled in the background once a solve fails
         self._recent_failures: deque[bool] = deque(maxlen=CHECK_WINDOW)  # whether each recent trial point failed
+        self._screened: dict[bytes, tuple[float, np.ndarray, np.ndarray | None]] = {}  # see :meth:`screen`
         if self.least_squares:
 
             def with_residuals(x):  # r, and (r, J) as auxiliary outputs of the same solve
@@ -179,6 +180,10 @@ class Minimiser:
         compiled in a background thread when failures first become frequent (2.7 s on Perelson)
         and skipped until then, so a problem that rarely fails neither waits for it nor pays.
         """
+        screened = self._screened.pop(x.tobytes(), None)
+        if screened is not None:
+            self.evaluations += 1
+            return screened
         frequent = sum(self._recent_failures) >= CHECK_WHEN_FAILED
         if frequent and self._nll_check is None:
             self._nll_check = _COMPILER.submit(lambda: self._nll.lower(x).compile())
@@ -194,6 +199,23 @@ class Minimiser:
     def value(self, x: np.ndarray) -> float:
         """J(x); +inf where the solve fails."""
         return self.evaluate(np.asarray(x, dtype=float))[0]
+
+    def screen(self, points: np.ndarray, deadline: float = math.inf) -> np.ndarray:
+        """J at each point (NaN for those left when the wall-clock ``deadline``, a time.time()
+        instant, passes), each evaluation kept so that a minimisation starting at that point
+        begins from it instead of solving again; it is counted as an evaluation when used there.
+        """
+        import time
+
+        values = np.full(len(points), np.nan)
+        for k, x in enumerate(np.asarray(points, dtype=float)):
+            if time.time() >= deadline:
+                break
+            result = self.evaluate(x)
+            self.evaluations -= 1
+            self._screened[x.tobytes()] = result
+            values[k] = result[0]
+        return values
 
     def hessian(self, x: np.ndarray) -> np.ndarray:
         """The Fisher information at x: J_r^T J_r of the residuals (Gauss-Newton), else the Hessian of J.

@@ -44,6 +44,7 @@ def save_fit(folder: str | Path, problem: Any, calibration: Any) -> Path:
         "abandoned": calibration.abandoned,
         "waterfall": _numbers(calibration.waterfall),
         "waterfall_abandoned": [bool(s.abandoned) for s in calibration.starts],
+        "waterfall_initial_nll": _numbers([s.initial_nll for s in calibration.starts]),
         "seconds": calibration.seconds,
         "compile_seconds": calibration.compile_seconds,
     }
