@@ -39,6 +39,10 @@ def test_fit_profile_infer_write_their_results_and_reuse_the_fit(tmp_path: Path)
     assert record["starts"] == 8 and record["nominal_nll"] > record["nll"] + 10
     # Logistic starts converge within a few dozen evaluations: too soon for any to be abandoned.
     assert record["abandoned"] == 0 and record["waterfall_abandoned"] == [False] * 8
+    # The seven starts were screened (the NLL at each start point, the nominal point's among them);
+    # the refinement's entry was not.
+    initial = [v for v in record["waterfall_initial_nll"] if v is not None]
+    assert len(initial) == 7 and min(abs(v - record["nominal_nll"]) for v in initial) < 1e-9 * abs(record["nominal_nll"])
     assert f"-> {record['nll']:.6g}" in fitted.stderr and "refinement: NLL" in fitted.stderr
     assert f"nominal values: NLL {record['nominal_nll']:.6g}" in " ".join(fitted.stdout.split())
     assert abs(record["parameters"]["r"] - 0.8) < 0.05 and abs(record["parameters"]["K"] - 100) < 5

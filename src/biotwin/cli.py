@@ -388,12 +388,13 @@ Seed = Annotated[int, typer.Option(help="Seed of the start points and of the sam
 Processes = Annotated[int, typer.Option(help="Worker processes for the starts (each compiles the model once).")]
 Refine = Annotated[bool, typer.Option("--refine", help="After the starts, kick each parameter of the best fit to its bounds and re-optimise, then walk its profiles, in rounds, while that gains (biotwin.refine).")]
 Abandon = Annotated[bool, typer.Option("--abandon/--no-abandon", help="Stop a start that, at its recent rate of progress, cannot reach the best NLL already found within its evaluation budget.")]
+Screen = Annotated[bool, typer.Option("--screen/--no-screen", help="Evaluate the NLL at every start point first and run the starts lowest NLL first (--no-screen: in the order drawn).")]
 FromNominal = Annotated[bool, typer.Option("--from-nominal", help="Also start from the nominal values (the PEtab parameter table's or the model file's), first.")]
 
 
 def _calibrated(target: Path, data: Path | None, noise: str, output: Path | None, starts: int, seed: int,
                 processes: int, reuse: bool, from_nominal: bool = False,
-                refine: bool = False, abandon: bool = True) -> tuple[Any, Any, Any, Path | None]:
+                refine: bool = False, abandon: bool = True, screen: bool = True) -> tuple[Any, Any, Any, Path | None]:
     """The problem, its objective, its best point (from fit.json when ``reuse`` and present, else a multi-start fit) and the output folder."""
     from biotwin.fit import multistart
     from biotwin.io.results import load_best_fit, save_fit
@@ -419,7 +420,7 @@ def _calibrated(target: Path, data: Path | None, noise: str, output: Path | None
     with rich_progress(errors, f"multi-start fit ({starts} starts)") as progress:
         calibration = multistart(objective, starts=starts, seed=seed, processes=processes,
                                  rebuild=problem.objective if processes > 1 else None, progress=progress,
-                                 from_nominal=from_nominal, abandon=abandon)
+                                 from_nominal=from_nominal, abandon=abandon, screen=screen)
     if refine:
         from biotwin.refine import refine as kicked
 
@@ -456,7 +457,7 @@ def _abandoned(calibration: Any) -> str:
 @user_errors
 def fit(target: Target, data: DataFile = None, noise: Noise = "normal", starts: Starts = 20, seed: Seed = 0,
         processes: Processes = 1, output: Output = None, from_nominal: FromNominal = False,
-        refine: Refine = False, abandon: Abandon = True) -> None:
+        refine: Refine = False, abandon: Abandon = True, screen: Screen = True) -> None:
     """Calibrate a model on whole trajectories by multi-start maximum likelihood.
 
     Works on a PEtab problem (its own observables, noise and parameter table; the NLL is PEtab's,
@@ -465,7 +466,7 @@ def fit(target: Target, data: DataFile = None, noise: Noise = "normal", starts: 
     waterfall plot. Warns when the nominal parameter values fit better than every start.
     """
     _calibrated(target, data, noise, output, starts, seed, processes, reuse=False, from_nominal=from_nominal,
-                refine=refine, abandon=abandon)
+                refine=refine, abandon=abandon, screen=screen)
 
 
 @app.command()

@@ -451,7 +451,7 @@ def fit(
     if processes > 1 and rebuild is None:
         raise ModelError("fitting in several processes needs a Problem (files the workers can read): use biotwin.problem.problem(...)")
     return multistart(objective, starts=starts, seed=seed, processes=processes, rebuild=rebuild, progress=progress,
-                      from_nominal=from_nominal, abandon=abandon)
+                      from_nominal=from_nominal, abandon=abandon, screen=screen)
 
 
 callable_module(__name__, "fit")
