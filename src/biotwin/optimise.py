@@ -114,7 +114,7 @@ class Minimiser:
     def __init__(self, objective: Objective) -> None:
         import jax
 
-        from biotwin import _jax  # noqa: F401
+        from biotwin._jax import quick_jit
 
         # No reference to the objective itself: the minimiser is cached under it, weakly.
         self.lower = np.asarray(objective.lower, dtype=float)
@@ -122,7 +122,7 @@ class Minimiser:
         self.evaluations = 0
         self.least_squares = objective.least_squares is not None
         nll, least_squares = objective.nll, objective.least_squares
-        self._nll = jax.jit(nll)
+        self._nll = quick_jit(nll)
         self._nll_check: Future | None = None  # J alone, compiled in the background once a solve fails
         self._recent_failures: deque[bool] = deque(maxlen=CHECK_WINDOW)  # whether each recent trial point failed
         self._screened: dict[bytes, tuple[float, np.ndarray, np.ndarray | None]] = {}  # see :meth:`screen`
@@ -132,9 +132,9 @@ class Minimiser:
                 r, value = least_squares(x)
                 return r, (r, value)
 
-            self._evaluate = jax.jit(jax.jacfwd(with_residuals, has_aux=True))
+            self._evaluate = quick_jit(jax.jacfwd(with_residuals, has_aux=True))
         else:
-            self._evaluate = jax.jit(jax.value_and_grad(nll))
+            self._evaluate = quick_jit(jax.value_and_grad(nll))
 
     def evaluate(self, x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray | None]:
         """J(x), its gradient and, with residuals, the Gauss-Newton Hessian J_r^T J_r.
