@@ -46,11 +46,18 @@ that holds. A tool that
 runs past ``--time-limit`` seconds on a problem stops starting new local optimisations (and fides
 is told the remaining time): the table marks it.
 
-Run (about 20 minutes on 2 cores)::
+Run (about 5 minutes a seed on 2 cores)::
 
     .venv/bin/python benchmarks/calibrate_vs_pypesto.py                 # 4 problems, 20 starts
     .venv/bin/python benchmarks/calibrate_vs_pypesto.py --quick         # 2 problems, 4 starts
     .venv/bin/python benchmarks/calibrate_vs_pypesto.py --problems Boehm_JProteomeRes2014 --starts 8
+    .venv/bin/python benchmarks/calibrate_vs_pypesto.py --seeds 0 1 2 3 4   # five sets of start points
+
+With several ``--seeds``, each seed's start points are one run, with its tables, and a last table
+gives each problem's ratios per seed and their median, how often biotwin's best NLL was better,
+the same or worse, and the converged starts summed (:func:`print_summary`): where one start in
+twenty finds the best optimum (Crauste), which tool finds it, and when, is a draw of the start
+points and even of rounding, so one seed's ratio there is an anecdote.
 
 The peer environment::
 
@@ -310,6 +317,48 @@ def print_tables(console: Any, rows: list[tuple[str, dict, dict]], starts: int) 
                   "once); the last four columns count only them, as if the others had not been drawn.")
 
 
+def print_summary(console: Any, by_seed: dict[int, list[tuple[str, dict, dict]]]) -> None:
+    """Across seeds: each problem's ratios per seed, their median, and how the two tools' optima compare.
+
+    Where a problem's best optimum is found by one start in twenty (Crauste), which tool finds it
+    and when depends on the Sobol points and on rounding: one seed's ratio is a draw, the median
+    over seeds a measure.
+    """
+    from statistics import median
+
+    from rich.table import Table
+
+    seeds = sorted(by_seed)
+    table = Table(title=f"Across {len(seeds)} seeds of the start points ({', '.join(map(str, seeds))}): pyPESTO's time over biotwin's")
+    for column in ("problem", "to best,\nper seed", "median", "to common,\nper seed", "median", "all starts,\nper seed", "median",
+                   "best NLL: biotwin\nbetter / same / worse", "converged\nbiotwin / pyPESTO"):
+        table.add_column(column, justify="left" if column == "problem" else "right")
+    names = [name for name, _, _ in by_seed[seeds[0]]]
+    for name in names:
+        ratios: dict[str, list[float]] = {"best": [], "common": [], "total": []}
+        better = same = worse = converged_ours = converged_theirs = 0
+        for seed in seeds:
+            ours, theirs = next((o, t) for n, o, t in by_seed[seed] if n == name)
+            best = [min(run["nll"], default=math.inf) for run in (ours, theirs)]
+            overall = min(best)
+            common = max(best)
+            ratios["best"].append(time_to_best(theirs["nll"], theirs["finished"]) / time_to_best(ours["nll"], ours["finished"]))
+            ratios["common"].append(time_to_target(theirs["nll"], theirs["finished"], common)
+                                    / time_to_target(ours["nll"], ours["finished"], common))
+            ratios["total"].append(theirs["total"] / ours["total"])
+            better += best[0] < best[1] - SAME_OPTIMUM
+            worse += best[0] > best[1] + SAME_OPTIMUM
+            same += abs(best[0] - best[1]) <= SAME_OPTIMUM
+            converged_ours += sum(v <= overall + CONVERGED_WITHIN for v in ours["nll"])
+            converged_theirs += sum(v <= overall + CONVERGED_WITHIN for v in theirs["nll"])
+        cells = []
+        for key in ("best", "common", "total"):
+            cells += [" ".join(f"{r:.1f}x" for r in ratios[key]), f"{median(ratios[key]):.1f}x"]
+        table.add_row(name.split("_")[0], *cells, f"{better} / {same} / {worse}", f"{converged_ours} / {converged_theirs}")
+    console.print(table)
+    console.print("Same: best NLLs within 1e-3. Converged: starts within 0.1 of the better of the two bests, summed over the seeds.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--starts", type=int, default=20, help="local optimisations per problem and tool")
@@ -319,11 +368,12 @@ def main() -> None:
     parser.add_argument("--max-evaluations", type=int, default=1000, help="evaluation budget of each start (both tools)")
     parser.add_argument("--time-limit", type=float, default=300.0,
                         help="seconds per problem and tool after which no new start begins (default 300)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the Sobol start points")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="seeds of the Sobol start points: one run per seed, and a summary across them (default 0)")
     parser.add_argument("--method", default=CALIBRATION_METHOD, choices=("kvaerno5", "rodas5", "rodas4"),
                         help=f"biotwin's stiff solver (default {CALIBRATION_METHOD}, the Rosenbrock method; kvaerno5: implicit Runge-Kutta)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "calibrate_vs_pypesto.json",
-                        help="every start's NLL and finishing time, per problem and tool (JSON)")
+                        help="every start's NLL and finishing time, per seed, problem and tool (JSON)")
     parser.add_argument("--tables-from", type=Path, metavar="JSON",
                         help="print the tables of an earlier run from its --out file, without running anything")
     parser.add_argument("--peer", nargs=2, metavar=("REQUEST", "RESULT"), help=argparse.SUPPRESS)
@@ -337,8 +387,16 @@ def main() -> None:
 
     if args.tables_from:
         saved = json.loads(args.tables_from.read_text())
-        rows = [(name, runs["biotwin"], runs["pypesto"]) for name, runs in saved.items()]
-        print_tables(Console(width=200), rows, max(len(ours["nll"]) for _, ours, _ in rows))
+        # Earlier files hold one seed's problems at the top level.
+        by_seed = {int(seed): rows for seed, rows in saved["seeds"].items()} if "seeds" in saved else {0: saved}
+        console = Console(width=200)
+        tables = {seed: [(name, runs["biotwin"], runs["pypesto"]) for name, runs in rows.items()] for seed, rows in by_seed.items()}
+        for seed, rows in tables.items():
+            if len(tables) > 1:
+                console.print(f"[bold]seed {seed}[/]")
+            print_tables(console, rows, max(len(ours["nll"]) for _, ours, _ in rows))
+        if len(tables) > 1:
+            print_summary(console, tables)
         return
     problems = args.problems or (QUICK_PROBLEMS if args.quick else PETAB_PROBLEMS)
     starts = 4 if args.quick and args.starts == parser.get_default("starts") else args.starts
@@ -347,20 +405,24 @@ def main() -> None:
 
     console = Console(width=200)
     print_machine(console, ("fides", "diffrax"))
-    rows = []
-    for name in problems:
-        console.print(f"[bold]{name}[/]: biotwin, {starts} starts ...")
-        ours, request = run_biotwin(name, starts, args.seed, args.max_evaluations, args.time_limit, args.method)
-        console.print(f"[bold]{name}[/]: pyPESTO + AMICI, the same {starts} starts ...")
-        theirs = peer_in_subprocess({**request, "time_limit": args.time_limit})
-        rows.append((name, ours, theirs))
-
-    print_tables(console, rows, starts)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({name: {"biotwin": ours, "pypesto": theirs} for name, ours, theirs in rows}, indent=1))
+    by_seed: dict[int, list[tuple[str, dict, dict]]] = {}
+    for seed in args.seeds:
+        rows = []
+        for name in problems:
+            console.print(f"[bold]{name}[/], seed {seed}: biotwin, {starts} starts ...")
+            ours, request = run_biotwin(name, starts, seed, args.max_evaluations, args.time_limit, args.method)
+            console.print(f"[bold]{name}[/], seed {seed}: pyPESTO + AMICI, the same {starts} starts ...")
+            theirs = peer_in_subprocess({**request, "time_limit": args.time_limit})
+            rows.append((name, ours, theirs))
+        by_seed[seed] = rows
+        print_tables(console, rows, starts)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"seeds": {str(s): {name: {"biotwin": ours, "pypesto": theirs} for name, ours, theirs in r}
+                                                  for s, r in by_seed.items()}}, indent=1))
+    if len(by_seed) > 1:
+        print_summary(console, by_seed)
     console.print(f"max {args.max_evaluations} evaluations per start; time limit {args.time_limit:.0f} s per problem and tool; "
                   f"every start's NLL and finishing time in {args.out}")
-
 
 
 if __name__ == "__main__":
