@@ -128,7 +128,7 @@ def seconds_each(finished: list[float], compile_seconds: float) -> list[float]:
     return durations
 
 
-def run_order(run: dict) -> list[int]:
+def order_ran(run: dict) -> list[int]:
     """The indices of a run's starts in the order they ran (finished)."""
     return sorted(range(len(run["finished"])), key=lambda k: run["finished"][k])
 
@@ -150,12 +150,18 @@ def replayed(run: dict, order: list[int]) -> dict:
 
 def only(run: dict, keep: list[bool]) -> dict:
     """The run as if only the starts in ``keep`` had run, in the order they ran."""
-    return replayed(run, [k for k in run_order(run) if keep[k]])
+    return replayed(run, [k for k in order_ran(run) if keep[k]])
+
+
+def ratio(ours: float, theirs: float) -> float:
+    """pyPESTO's time over biotwin's (NaN where either is not a finite positive time)."""
+    return theirs / ours if math.isfinite(ours) and math.isfinite(theirs) and ours > 0 else math.nan
 
 
 def speed_up(ours: float, theirs: float) -> str:
     """pyPESTO's time over biotwin's, as a table cell."""
-    return f"{theirs / ours:.1f}x" if math.isfinite(ours) and math.isfinite(theirs) and ours > 0 else "-"
+    value = ratio(ours, theirs)
+    return "-" if math.isnan(value) else f"{value:.1f}x"
 
 
 # ---------------------------------------------------------------------- pyPESTO + AMICI (peer environment)
@@ -293,7 +299,7 @@ def print_tables(console: Any, rows: list[tuple[str, dict, dict]], starts: int) 
         both_common = [expected_time_to_target(run["nll"], run["finished"], run["compile"], kept_common) for run in kept]
         # pyPESTO's starts replayed in biotwin's run order (screened, lowest J at the start point
         # first), each taking the time it took: how much of the ratio the order makes.
-        ran = run_order(ours)
+        ran = order_ran(ours)
         order = [k for k in ran if k < len(theirs["nll"])] + [k for k in range(len(theirs["nll"])) if k not in ran]
         theirs_ordered = replayed(theirs, order)
         ordered = [time_to_target(theirs_ordered["nll"], theirs_ordered["finished"], target) for target in (best[1], common)]
@@ -342,10 +348,10 @@ def print_summary(console: Any, by_seed: dict[int, list[tuple[str, dict, dict]]]
             best = [min(run["nll"], default=math.inf) for run in (ours, theirs)]
             overall = min(best)
             common = max(best)
-            ratios["best"].append(time_to_best(theirs["nll"], theirs["finished"]) / time_to_best(ours["nll"], ours["finished"]))
-            ratios["common"].append(time_to_target(theirs["nll"], theirs["finished"], common)
-                                    / time_to_target(ours["nll"], ours["finished"], common))
-            ratios["total"].append(theirs["total"] / ours["total"])
+            ratios["best"].append(ratio(time_to_best(ours["nll"], ours["finished"]), time_to_best(theirs["nll"], theirs["finished"])))
+            ratios["common"].append(ratio(time_to_target(ours["nll"], ours["finished"], common),
+                                          time_to_target(theirs["nll"], theirs["finished"], common)))
+            ratios["total"].append(ratio(ours["total"], theirs["total"]))
             better += best[0] < best[1] - SAME_OPTIMUM
             worse += best[0] > best[1] + SAME_OPTIMUM
             same += abs(best[0] - best[1]) <= SAME_OPTIMUM

@@ -701,7 +701,7 @@ def multistart(
         initial = engine.screen(points, deadline) if screen else np.full(total, np.nan)
         results: list[Start] = []
         best_known = (lambda: _lowest(results)) if abandon else None
-        for k in run_order(initial, from_nominal) if screen else range(total):
+        for k in run_order(initial, from_nominal):
             if results and time.time() >= deadline:
                 break
             start = _local(engine, points[k], max_evaluations, k, began, deadline, best_known)
@@ -721,8 +721,9 @@ def run_order(initial_nll: np.ndarray, nominal_first: bool = False) -> list[int]
     (every evaluation's J and time), the best optimum was reached after 15 s of local
     optimisation instead of 57 s, and Crauste_CellSystems2017's after 2.9 s instead of 5.3 s.
     Points where J is not finite (the solve fails; they end at once) run last, after those left
-    unscreened (NaN, when a time limit passed); ties keep the given order; with ``nominal_first``
-    point 0, the nominal point, runs first whatever its J.
+    unscreened (NaN: when a time limit passed, or all of them when the starts were not
+    screened); ties keep the given order; with ``nominal_first`` point 0, the nominal point,
+    runs first whatever its J.
     """
     def rank(k: int) -> tuple[int, float, int]:
         value = float(initial_nll[k])
@@ -837,15 +838,14 @@ def _in_processes(rebuild: Any, points: np.ndarray, max_evaluations: int, proces
     workers = min(processes, len(points))
     with ProcessPoolExecutor(max_workers=workers, mp_context=context,
                              initializer=_worker_start, initargs=(rebuild, best_known, abandon)) as pool:
-        initial, order = np.full(len(points), np.nan), range(len(points))
+        initial = np.full(len(points), np.nan)
         if screen:
             shares = np.array_split(np.arange(len(points)), workers)
             for share, values in zip(shares, pool.map(_worker_screen, [points[share] for share in shares],
                                                       [deadline] * workers)):
                 initial[share] = values
-            order = run_order(initial, from_nominal)
         futures = [pool.submit(_worker_run, points[k], max_evaluations, k, deadline, place == 0)
-                   for place, k in enumerate(order)]
+                   for place, k in enumerate(run_order(initial, from_nominal))]
         for done, future in enumerate(as_completed(futures), start=1):
             start, seconds, nominal_nll = future.result()
             if start is not None:

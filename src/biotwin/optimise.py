@@ -183,6 +183,7 @@ class Minimiser:
         screened = self._screened.pop(x.tobytes(), None)
         if screened is not None:
             self.evaluations += 1
+            self._recent_failures.append(not math.isfinite(screened[0]))
             return screened
         frequent = sum(self._recent_failures) >= CHECK_WHEN_FAILED
         if frequent and self._nll_check is None:
@@ -204,9 +205,11 @@ class Minimiser:
         """J at each point (NaN for those left when the wall-clock ``deadline``, a time.time()
         instant, passes), each evaluation kept so that a minimisation starting at that point
         begins from it instead of solving again; it is counted as an evaluation when used there.
+        Only the latest screening is kept.
         """
         import time
 
+        self._screened = {}
         values = np.full(len(points), np.nan)
         for k, x in enumerate(np.asarray(points, dtype=float)):
             if time.time() >= deadline:
