@@ -74,7 +74,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from machine import CALIBRATION_METHOD, PETAB, PETAB_PROBLEMS, import_petab_libraries, petab_objective, print_machine
 
@@ -151,6 +151,31 @@ def replayed(run: dict, order: list[int]) -> dict:
 def only(run: dict, keep: list[bool]) -> dict:
     """The run as if only the starts in ``keep`` had run, in the order they ran."""
     return replayed(run, [k for k in order_ran(run) if keep[k]])
+
+
+class Comparison(NamedTuple):
+    """One problem's two runs side by side, biotwin's first in each pair."""
+
+    best: tuple[float, float]  # each tool's best NLL
+    converged: tuple[int, int]  # starts within CONVERGED_WITHIN of the better of the two
+    common: float  # the worse of the two bests: the best both reached (-inf when one found nothing)
+    to_best: tuple[float, float]  # time to each tool's own best
+    to_common: tuple[float, float]  # time to the common target
+
+
+def compare(ours: dict, theirs: dict) -> Comparison:
+    """The two runs' best NLLs, converged starts and times to best and to the best both reached.
+
+    Where one tool finds a much better optimum than the other, the time to each one's own best
+    compares searches for different things; the time to the common target does not.
+    """
+    runs = (ours, theirs)
+    best = tuple(min(run["nll"], default=math.inf) for run in runs)
+    overall = min(best)
+    common = max(best) if all(math.isfinite(b) for b in best) else -math.inf
+    return Comparison(best, tuple(sum(v <= overall + CONVERGED_WITHIN for v in run["nll"]) for run in runs), common,
+                      tuple(time_to_best(run["nll"], run["finished"]) for run in runs),
+                      tuple(time_to_target(run["nll"], run["finished"], common) for run in runs))
 
 
 def ratio(ours: float, theirs: float) -> float:
@@ -271,16 +296,8 @@ def print_tables(console: Any, rows: list[tuple[str, dict, dict]], starts: int) 
         orders.add_column(column, justify="left" if column == "problem" else "right")
     for name, ours, theirs in rows:
         runs = (ours, theirs)
-        finite = [v for v in ours["nll"] + theirs["nll"] if math.isfinite(v)]
-        overall = min(finite) if finite else math.inf
-        converged = [sum(v <= overall + CONVERGED_WITHIN for v in run["nll"]) for run in runs]
-        best = [min(run["nll"], default=math.inf) for run in runs]
-        to_best = [time_to_best(run["nll"], run["finished"]) for run in runs]
+        best, converged, common, to_best, to_common = compare(ours, theirs)
         cut = [f" (cut off after {len(run['nll'])})" if run["cut_off"] else "" for run in runs]
-        # The best NLL both tools reached: where one finds a much better optimum than the other, the
-        # time to each one's own best compares a search for different things.
-        common = max(best) if all(math.isfinite(b) for b in best) else -math.inf  # none when one tool found nothing
-        to_common = [time_to_target(run["nll"], run["finished"], common) for run in runs]
         table.add_row(
             name.split("_")[0], f"{ours['nominal']:.4f}", f"{best[0]:.4f}", f"{best[1]:.4f}",
             f"{converged[0]}/{starts}{cut[0]}", f"{converged[1]}/{starts}{cut[1]}", f"{to_best[0]:.1f}", f"{to_best[1]:.1f}",
@@ -293,8 +310,7 @@ def print_tables(console: Any, rows: list[tuple[str, dict, dict]], starts: int) 
         # for a minute. The same starts without those that either tool could not get past:
         both = [a and b for a, b in zip(got_past(ours), got_past(theirs))]
         kept = [only(run, both) for run in runs]
-        kept_best = [min(run["nll"], default=math.inf) for run in kept]
-        kept_common = max(kept_best) if all(math.isfinite(b) for b in kept_best) else -math.inf
+        kept_best, _, kept_common, _, _ = compare(*kept)
         both_best = [expected_time_to_target(run["nll"], run["finished"], run["compile"], b) for run, b in zip(kept, kept_best)]
         both_common = [expected_time_to_target(run["nll"], run["finished"], run["compile"], kept_common) for run in kept]
         # pyPESTO's starts replayed in biotwin's run order (screened, lowest J at the start point
@@ -345,18 +361,15 @@ def print_summary(console: Any, by_seed: dict[int, list[tuple[str, dict, dict]]]
         better = same = worse = converged_ours = converged_theirs = 0
         for seed in seeds:
             ours, theirs = next((o, t) for n, o, t in by_seed[seed] if n == name)
-            best = [min(run["nll"], default=math.inf) for run in (ours, theirs)]
-            overall = min(best)
-            common = max(best)
-            ratios["best"].append(ratio(time_to_best(ours["nll"], ours["finished"]), time_to_best(theirs["nll"], theirs["finished"])))
-            ratios["common"].append(ratio(time_to_target(ours["nll"], ours["finished"], common),
-                                          time_to_target(theirs["nll"], theirs["finished"], common)))
+            best, converged, _, to_best, to_common = compare(ours, theirs)
+            ratios["best"].append(ratio(*to_best))
+            ratios["common"].append(ratio(*to_common))
             ratios["total"].append(ratio(ours["total"], theirs["total"]))
             better += best[0] < best[1] - SAME_OPTIMUM
             worse += best[0] > best[1] + SAME_OPTIMUM
             same += abs(best[0] - best[1]) <= SAME_OPTIMUM
-            converged_ours += sum(v <= overall + CONVERGED_WITHIN for v in ours["nll"])
-            converged_theirs += sum(v <= overall + CONVERGED_WITHIN for v in theirs["nll"])
+            converged_ours += converged[0]
+            converged_theirs += converged[1]
         cells = []
         for key in ("best", "common", "total"):
             cells += [" ".join(f"{r:.1f}x" for r in ratios[key]), f"{median(ratios[key]):.1f}x"]

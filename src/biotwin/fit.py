@@ -704,8 +704,7 @@ def multistart(
         for k in run_order(initial, from_nominal):
             if results and time.time() >= deadline:
                 break
-            start = _local(engine, points[k], max_evaluations, k, began, deadline, best_known)
-            results.append(replace(start, initial_nll=float(initial[k])))
+            results.append(_local(engine, points[k], max_evaluations, k, began, deadline, best_known, initial[k]))
             report(len(results), total, _so_far(results))
     return Calibration(tuple(objective.names), tuple(objective.scales), best_first(results), time.perf_counter() - began,
                        compile_seconds, nominal_nll)
@@ -752,11 +751,11 @@ def _so_far(results: list[Start]) -> str:
 
 
 def _local(engine: Any, x0: np.ndarray, max_evaluations: int, index: int, began: float, deadline: float,
-           best_known: Callable[[], float] | None) -> Start:
+           best_known: Callable[[], float] | None, initial_nll: float = math.nan) -> Start:
     """One local optimisation from x0; ``began`` is the multi-start's clock (perf_counter) origin,
     ``deadline`` the wall-clock (time.time) instant at which it stops, ``best_known()`` the best
     NLL of the finished starts, which the start is abandoned for when it cannot catch up with it
-    (None: never abandoned)."""
+    (None: never abandoned); ``initial_nll`` J at x0 where it was screened."""
     import time
 
     abandoned = False
@@ -771,7 +770,7 @@ def _local(engine: Any, x0: np.ndarray, max_evaluations: int, index: int, began:
                                stop if best_known is not None else None)
     now = time.perf_counter()
     return Start(np.asarray(x0, float), np.asarray(x, float), float(value), engine.evaluations - before,
-                 now - started, index, now - began, abandoned)
+                 now - started, index, now - began, abandoned, float(initial_nll))
 
 
 _WORKER: dict[str, Any] = {}
@@ -801,7 +800,8 @@ def _worker_screen(points: np.ndarray, deadline: float) -> np.ndarray:
     return _WORKER["engine"].screen(points, deadline)
 
 
-def _worker_run(x0: np.ndarray, max_evaluations: int, index: int, deadline: float, first: bool) -> tuple[Start | None, float, float]:
+def _worker_run(x0: np.ndarray, max_evaluations: int, index: int, deadline: float, first: bool,
+                initial_nll: float) -> tuple[Start | None, float, float]:
     """One start in a worker, its compile time and J at the nominal point; None when the deadline
     passed before it began (the ``first`` start always runs)."""
     import time
@@ -809,7 +809,7 @@ def _worker_run(x0: np.ndarray, max_evaluations: int, index: int, deadline: floa
     start, shared = None, _WORKER["best_known"]
     if first or time.time() < deadline:
         known = (lambda: shared.value) if _WORKER["abandon"] else None
-        start = _local(_WORKER["engine"], x0, max_evaluations, index, math.nan, deadline, known)
+        start = _local(_WORKER["engine"], x0, max_evaluations, index, math.nan, deadline, known, initial_nll)
         if start.nll < shared.value:
             with shared.get_lock():
                 shared.value = min(shared.value, start.nll)
@@ -844,12 +844,12 @@ def _in_processes(rebuild: Any, points: np.ndarray, max_evaluations: int, proces
             for share, values in zip(shares, pool.map(_worker_screen, [points[share] for share in shares],
                                                       [deadline] * workers)):
                 initial[share] = values
-        futures = [pool.submit(_worker_run, points[k], max_evaluations, k, deadline, place == 0)
+        futures = [pool.submit(_worker_run, points[k], max_evaluations, k, deadline, place == 0, initial[k])
                    for place, k in enumerate(run_order(initial, from_nominal))]
         for done, future in enumerate(as_completed(futures), start=1):
             start, seconds, nominal_nll = future.result()
             if start is not None:
-                results.append(replace(start, finished=time.perf_counter() - began, initial_nll=float(initial[start.index])))
+                results.append(replace(start, finished=time.perf_counter() - began))
             compile_seconds = max(compile_seconds, seconds)
             report(done, len(points), _so_far(results))
     return results, compile_seconds, nominal_nll
